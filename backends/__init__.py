@@ -1,0 +1,1 @@
+"""Compilation backends; importing this package registers them."""

@@ -1,0 +1,1 @@
+"""One module per CLI command; `effc.cli` collects them."""
