@@ -74,6 +74,9 @@ class Pass:
         args = ",".join(f"{k}={format_value(v)}" for k, v in self.explicit.items())
         return f"{self.name}({args})"
 
+    def __str__(self) -> str:
+        return self.spec()
+
     def __repr__(self) -> str:
         return f"<pass {self.spec()}>"
 

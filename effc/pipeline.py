@@ -58,7 +58,7 @@ class Pipeline:
         return cls([_build(s) for s in load_recipe(path)])
 
     def __str__(self) -> str:
-        return self.name or ",".join(str(s) if not isinstance(s, Pass) else s.spec() for s in self.steps)
+        return self.name or ",".join(str(s) for s in self.steps)
 
     def passes(self) -> Iterator[Pass]:
         for step in self.steps:
