@@ -50,6 +50,10 @@ class Context:
     cache: dict[str, Any] = field(default_factory=dict)
     reports: dict[str, Any] = field(default_factory=dict)  # per-pass reports (e.g. int8 sensitivity), keyed by pass name
     warnings: list[str] = field(default_factory=list)
+    # Set by the pass manager around each pass: specs of the passes already run, and names of those still to come
+    # (cluster snaps its codebook to the int8 grid when int8 follows; passes refuse orders that make no sense).
+    history: list[str] = field(default_factory=list)
+    upcoming: list[str] = field(default_factory=list)
     progress_factory: Callable[[str, int | None], contextlib.AbstractContextManager[Progress]] | None = None
 
     def warn(self, message: str) -> None:

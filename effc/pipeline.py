@@ -202,6 +202,7 @@ class PassManager:
         ledger.rows.append(self._row("input", "-", False, 0.0, model, ctx, {}))
         for inst in self._instruments:
             inst.before_pipeline(model, ctx)
+        self._order = [p.name for p in self.pipeline.passes()]
         for step in self.pipeline.steps:
             self._run_step(step, model, ctx, in_fixpoint=False)
         for inst in self._instruments:
@@ -228,6 +229,9 @@ class PassManager:
         return changed
 
     def _run_pass(self, p: Pass, model: Model, ctx: Context, in_fixpoint: bool) -> bool:
+        ctx.history = list(self._history)
+        index = next(i for i, q in enumerate(self.pipeline.passes()) if q is p)
+        ctx.upcoming = self._order[index + 1:]
         for inst in self._instruments:
             inst.before_pass(p, model, ctx)
         start = time.perf_counter()

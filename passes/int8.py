@@ -1,0 +1,1 @@
+"""Placeholder: this pass family is being written."""
