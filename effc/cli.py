@@ -6,6 +6,8 @@ traceback); 3 internal error (one line; `--debug` shows the traceback).
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import sys
 import traceback
@@ -56,17 +58,17 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-def _register_commands() -> None:
-    from effc.commands import inspect, optimize, passes, verify
+# Each module exposes `command` (or `COMMANDS`, a list). Modules still being written are simply absent.
+COMMAND_MODULES = ("inspect", "passes", "optimize", "verify", "backend_commands", "tune")
 
-    for module in (inspect, optimize, passes, verify):
-        cli.add_command(module.command)
-    try:
-        from effc.commands import backend_commands
-    except ImportError:
-        return
-    for command in backend_commands.COMMANDS:
-        cli.add_command(command)
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(f"effc.commands.{name}") is None:
+            continue
+        module = importlib.import_module(f"effc.commands.{name}")
+        for command in getattr(module, "COMMANDS", None) or [module.command]:
+            cli.add_command(command)
 
 
 _register_commands()
