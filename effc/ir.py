@@ -141,20 +141,20 @@ def load_model(
     """Import an ONNX model into the IR, or raise EffcError with a one-line reason."""
     proto, label = _read(source)
     _check_header(proto, label)
-    _drop_initializer_inputs(proto)
     proto = _upgrade_opset(proto, label)
+    _drop_initializer_inputs(proto)
     if input_shapes:
         _pin_shapes(proto, input_shapes, label)
     graph = gs.import_onnx(proto)
     _name_nodes(graph)
     model = Model(graph, {p.key: p.value for p in proto.metadata_props}, label)
     try:
-        check_structure(model.graph)
+        check_structure(model.graph, require_order=False)
     except StructureError as exc:
         raise EffcError(f"{label}: invalid graph: {exc}") from None
     model.graph.toposort()
     try:
-        onnx.checker.check_model(_without_data(model.to_proto()))
+        onnx.checker.check_model(_for_checker(model.to_proto()))
     except (onnx.checker.ValidationError, Exception) as exc:  # the checker raises several types
         raise EffcError(f"{label}: invalid model: {_first_line(exc)}") from None
     model.infer_shapes()
@@ -186,15 +186,14 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
     path = Path(path)
     proto = model.to_proto()
     big = sum(c.values.nbytes for c in model.constants()) > TWO_GB - 2**24
-    with atomic_path(path) as tmp:
-        if big:
-            data_name = path.name + ".data"
-            with atomic_path(path.parent / data_name) as tmp_data:
-                onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True, location=tmp_data.name)
-                os.replace(tmp_data, path.parent / data_name)
-                _relocate_external(tmp, tmp_data.name, data_name)
-        else:
+    if not big:
+        with atomic_path(path) as tmp:
             tmp.write_bytes(proto.SerializeToString())
+        return path
+    data_name = path.name + ".data"
+    with atomic_path(path) as tmp, atomic_path(path.parent / data_name) as tmp_data:
+        onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True, location=tmp_data.name)
+        _relocate_external(tmp, tmp_data.name, data_name)
     return path
 
 
@@ -330,8 +329,21 @@ def _without_data(proto: onnx.ModelProto) -> onnx.ModelProto:
     light = onnx.ModelProto()
     light.CopyFrom(proto)
     for init in light.graph.initializer:
-        init.ClearField("raw_data")
+        if init.ByteSize() > 1024:
+            init.ClearField("raw_data")
+            del init.dims[:]
+            init.dims.append(0)
     return light
+
+
+def _for_checker(proto: onnx.ModelProto) -> onnx.ModelProto:
+    # graphsurgeon exports dtype-only value_info for tensors it has not shaped yet, and ONNX Runtime accepts graph
+    # outputs of unknown rank; the checker rejects both, so give it a copy without them.
+    del proto.graph.value_info[:]
+    for value in [*proto.graph.input, *proto.graph.output]:
+        if value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape"):
+            value.type.tensor_type.shape.SetInParent()
+    return _without_data(proto)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,8 +9,11 @@ class StructureError(ValueError):
     """The graph is not well formed; the message names the node or tensor."""
 
 
-def check_structure(graph: gs.Graph) -> None:
-    """Raise StructureError unless every edge is defined once, before use, and names are unique."""
+def check_structure(graph: gs.Graph, *, require_order: bool = True) -> None:
+    """Raise StructureError unless every edge is defined once, before use, and names are unique.
+
+    With `require_order=False` (import), nodes may come in any order as long as there is no cycle.
+    """
     producers: dict[str, str] = {}
     for tensor in graph.inputs:
         producers[tensor.name] = "graph input"
@@ -24,7 +27,7 @@ def check_structure(graph: gs.Graph) -> None:
             if out.name in producers:
                 raise StructureError(f"tensor {out.name!r} is produced twice ({producers[out.name]} and node {node.name!r})")
             producers[out.name] = f"node {node.name!r}"
-    defined: set[str] = {t.name for t in graph.inputs}
+    defined: set[str] = {t.name for t in graph.inputs} if require_order else set(producers)
     for node in graph.nodes:
         for inp in node.inputs:
             if isinstance(inp, gs.Constant) or inp.name in defined or not inp.name:
@@ -33,6 +36,8 @@ def check_structure(graph: gs.Graph) -> None:
                 _raise_order_or_cycle(graph, node, inp.name)
             raise StructureError(f"node {node.name!r} ({node.op}) reads {inp.name!r}, which nothing produces (dangling edge)")
         defined.update(out.name for out in node.outputs)
+    if not require_order and (cycle := find_cycle(graph)):
+        raise StructureError(f"cycle through nodes {' -> '.join(repr(n) for n in cycle)}")
     for out in graph.outputs:
         if not isinstance(out, gs.Constant) and out.name not in defined:
             raise StructureError(f"graph output {out.name!r} is not produced by any node")
