@@ -21,23 +21,25 @@ EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 
 class EffcGroup(click.Group):
     def invoke(self, ctx: click.Context):
-        debug = bool((ctx.obj or {}).get("debug")) or "--debug" in sys.argv or os.environ.get("EFFC_DEBUG") == "1"
+        def debug() -> bool:  # read after the group callback has parsed --debug
+            return bool((ctx.obj or {}).get("debug")) or os.environ.get("EFFC_DEBUG") == "1"
+
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except EffcError as exc:
-            _fail(debug, f"error: {exc}", EXIT_USAGE)
+            _fail(debug(), f"error: {exc}", EXIT_USAGE)
         except CheckFailed as exc:
-            _fail(debug, f"check failed: {exc}", EXIT_CHECK_FAILED)
+            _fail(debug(), f"check failed: {exc}", EXIT_CHECK_FAILED)
         except KeyboardInterrupt:
-            _fail(debug, "interrupted", 130)
+            _fail(debug(), "interrupted", 130)
         except Exception as exc:  # everything else is our bug
             from effc.commands.common import write_reproducer
 
             where = write_reproducer(ctx, exc)
             hint = f"; a reproducer is in {where}" if where else ""
-            _fail(debug, f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            _fail(debug(), f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                   f" (rerun with --debug for the traceback{hint})", EXIT_INTERNAL)
 
 
