@@ -22,6 +22,9 @@ from effc.errors import EffcError
 from effc.fileio import atomic_path
 from effc.structure import StructureError, check_structure
 
+# graphsurgeon prints its warnings to stdout, which would corrupt `--json` output.
+gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR + 10
+
 CANONICAL_OPSET = 17
 OLDEST_OPSET = 7
 TWO_GB = 2**31
