@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 from google.protobuf.message import DecodeError
 
 from effc.errors import EffcError
@@ -24,6 +25,8 @@ from effc.structure import StructureError, check_structure
 
 # graphsurgeon prints its warnings to stdout, which would corrupt `--json` output.
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR + 10
+# graphsurgeon's constant folding opens ONNX Runtime sessions with the default (warning) log level.
+ort.set_default_logger_severity(3)
 
 CANONICAL_OPSET = 17
 OLDEST_OPSET = 7
