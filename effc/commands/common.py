@@ -72,15 +72,18 @@ def _json_default(value: Any) -> Any:
 @contextlib.contextmanager
 def rich_progress(description: str, total: int | None) -> Iterator[Any]:
     """A progress bar on stderr (so --json output on stdout stays clean); hidden when stderr is not a terminal."""
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=True,
-                        disable=not sys.stderr.isatty())
+    counts = [BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    progress = Progress(TextColumn("{task.description}"), *(counts if total else [TimeElapsedColumn()]), console=stderr,
+                        transient=True, disable=not sys.stderr.isatty())
     with progress:
         task = progress.add_task(description, total=total)
 
         class _Bar:
             def advance(self, steps: int = 1) -> None:
                 progress.advance(task, steps)
+
+            def describe(self, text: str) -> None:
+                progress.update(task, description=text)
 
         yield _Bar()
 

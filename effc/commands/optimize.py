@@ -14,7 +14,7 @@ from effc.context import Context
 from effc.errors import EffcError
 from effc.fileio import write_bytes_atomic
 from effc.ir import load_model
-from effc.pipeline import DumpAfter, Ledger, Pipeline, PassManager, RunResult
+from effc.pipeline import DumpAfter, Instrument, Ledger, Pipeline, PassManager, RunResult
 
 
 def pipeline_options(f):
@@ -47,7 +47,21 @@ def run_pipeline(model, pipeline: Pipeline, *, calib_path, random_calib, seed, t
         ctx.calibration = CalibrationData.random(model.input_specs(), 16, seed=seed)
         ctx.warn("using random calibration data (--random-calib): quantization ranges and reconstruction will not match real inputs")
     instruments = [DumpAfter(dump_after, dump_dir)] if dump_after else []
-    return PassManager(pipeline, instruments).run(model, ctx)
+    with rich_progress("passes", None) as bar:
+        return PassManager(pipeline, [*instruments, PassProgress(bar)]).run(model, ctx)
+
+
+class PassProgress(Instrument):
+    """Shows which pass is running, on the same stderr progress display the passes use."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def before_pass(self, p, model, ctx):
+        self.bar.describe(f"pass {p.spec()}")
+
+    def after_pass(self, p, model, ctx, result, seconds):
+        self.bar.advance()
 
 
 def ledger_table(ledger: Ledger) -> Table:
