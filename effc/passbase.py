@@ -112,8 +112,26 @@ def get_pass(name: str) -> type[Pass]:
     return passes[name]
 
 
+_PLUGINS_LOADED = False
+
+
 def _load_builtin_passes() -> None:
+    """Register the built-in passes, then those of installed plugins (entry-point group `effc.passes`)."""
+    global _PLUGINS_LOADED
     import effc.passes  # noqa: F401  (importing registers the built-in passes)
+
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="effc.passes"):
+        try:
+            entry.load()  # a plugin module registers its passes with @register_pass when imported
+        except Exception as exc:  # a broken plugin must not take the CLI down
+            import logging
+
+            logging.getLogger("effc").warning("pass plugin %s failed to load: %s", entry.name, exc)
 
 
 @dataclass(frozen=True)
