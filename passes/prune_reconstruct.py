@@ -1,0 +1,119 @@
+"""Layer-by-layer reconstruction after pruning: refit each layer that lost input channels.
+
+In topological order, each such layer's inputs are taken from the pruned model (with the layers
+before it already refit) and its targets from the unpruned model, both on ONNX Runtime; the layer's
+weights and bias are then the least-squares fit (see `reconstruct.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from effc.ir import Model
+from effc.passes.reconstruct import LeastSquares, conv_geometry, conv_patches, intermediate_session, sample_positions
+
+ROWS_PER_LAYER = 8192  # sampled output positions per layer: bounds the time and memory of a refit
+
+
+def output_axis(node: gs.Node) -> int:
+    """The weight axis that indexes a layer's output channels."""
+    if node.op == "Conv":
+        return 0
+    if node.op == "Gemm":
+        return 0 if node.attrs.get("transB", 0) else 1
+    return 1
+
+
+def refittable(node: gs.Node) -> bool:
+    if node.op == "Conv":
+        return int(node.attrs.get("group", 1)) == 1 and conv_geometry(node) is not None
+    if node.op == "Gemm":
+        c = node.inputs[2] if len(node.inputs) > 2 else None
+        return c is None or not c.name or c.values.ndim <= 1 or c.shape[0] == 1
+    return node.op == "MatMul"
+
+
+def refit_layers(original: Model, pruned: Model, layers: Sequence[str], kept_outputs: Mapping[str, np.ndarray],
+                 feeds: Sequence[Mapping[str, np.ndarray]], ctx) -> list[dict]:
+    """Refit `layers` (node names, present in both models) of `pruned` in place; returns per-layer errors.
+
+    `kept_outputs[name]` lists the original output channels the pruned layer still computes.
+    Each report row has the layer's relative output error before and after its refit.
+    """
+    nodes = {n.name: n for n in pruned.graph.nodes}
+    order = [n.name for n in pruned.graph.nodes if n.name in set(layers) and refittable(n)]
+    originals = {n.name: n for n in original.graph.nodes}
+    reference = intermediate_session(original, [originals[name].outputs[0].name for name in order])
+    rng = ctx.rng("prune-reconstruct")
+    rows_per_batch = max(1, ROWS_PER_LAYER // max(1, len(feeds)))
+    report = []
+    with ctx.progress("reconstructing pruned layers", total=len(order)) as bar:
+        for name in order:
+            node = nodes[name]
+            weights, bias, scale = _linear_form(node)
+            system = LeastSquares(weights.shape[0], weights.shape[1], bias=node.op != "MatMul")
+            session = intermediate_session(pruned, [node.inputs[0].name])
+            for feed in feeds:
+                x = session.run([node.inputs[0].name], dict(feed))[0]
+                y = reference.run([node.outputs[0].name], dict(feed))[0]
+                a, target = _rows(node, x, y, rows_per_batch, rng)
+                system.add(a, target[:, kept_outputs[name]])
+            before = system.relative_error(weights, bias)
+            new_weights, new_bias = system.solve(prior=(weights, bias))
+            after = system.relative_error(new_weights, new_bias)
+            if after < before:
+                _write_back(pruned, node, new_weights, new_bias, scale)
+            report.append({"layer": name, "rows": system.rows, "error_before": before, "error_after": min(after, before)})
+            bar.advance()
+    return report
+
+
+def _rows(node: gs.Node, x: np.ndarray, y: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if node.op == "Conv":
+        kernel, strides, pads, dilations = conv_geometry(node)
+        positions = sample_positions(y.shape, count, rng)
+        target = y[positions[:, 0], :, positions[:, 1], positions[:, 2]]
+        return conv_patches(x, kernel, strides, pads, dilations, positions), target
+    pick = rng.choice(len(x), size=min(count, len(x)), replace=False)
+    return x[pick], y[pick]
+
+
+def _linear_form(node: gs.Node) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float]]:
+    """The layer as y = x W + b: W [features, outputs], b [outputs] or None, and Gemm's (alpha, beta)."""
+    w = np.asarray(node.inputs[1].values, dtype=np.float64)
+    bias_input = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+    if node.op == "Conv":
+        bias = None if bias_input is None else np.asarray(bias_input.values, dtype=np.float64)
+        return w.reshape(w.shape[0], -1).T, bias, (1.0, 1.0)
+    if node.op == "MatMul":
+        return w, None, (1.0, 1.0)
+    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+    mat = w.T if node.attrs.get("transB", 0) else w
+    bias = None
+    if bias_input is not None:
+        bias = beta * np.broadcast_to(np.asarray(bias_input.values, dtype=np.float64).reshape(-1), (mat.shape[1],))
+    return alpha * mat, bias, (alpha, beta)
+
+
+def _write_back(model: Model, node: gs.Node, weights: np.ndarray, bias: np.ndarray | None, scale: tuple[float, float]) -> None:
+    old = node.inputs[1]
+    dtype = old.values.dtype
+    if node.op == "Conv":
+        new_w = weights.T.reshape(old.shape)
+    elif node.op == "Gemm":
+        new_w = weights / scale[0]
+        new_w = new_w.T if node.attrs.get("transB", 0) else new_w
+    else:
+        new_w = weights
+    node.inputs[1] = gs.Constant(model.unique_name(f"{old.name}_refit"), np.ascontiguousarray(new_w, dtype=dtype))
+    if bias is None:
+        return
+    values = np.ascontiguousarray(bias / (scale[1] if node.op == "Gemm" else 1.0), dtype=dtype)
+    constant = gs.Constant(model.unique_name(f"{node.name}_bias_refit"), values)
+    if len(node.inputs) > 2:
+        node.inputs[2] = constant
+    else:
+        node.inputs.append(constant)

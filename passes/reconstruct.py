@@ -1,0 +1,118 @@
+"""Least-squares refitting of a linear layer from calibration activations (He et al. 2017, ThiNet).
+
+A Conv or Gemm computes y = W x + b over input patches. Given the patches its (changed) inputs
+produce and the outputs it should produce, `LeastSquares` accumulates the normal equations over
+batches (memory bounded by the feature count, not the data) and solves for W and b with a small
+ridge term. `conv_patches` turns sampled output positions of a 2-D Conv into im2col rows;
+`intermediate_session` runs a model on ONNX Runtime with chosen inner tensors as extra outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+
+from effc.ir import Model
+from effc.runtime import ort_session
+
+
+class LeastSquares:
+    """min ||A W + 1 b - Y||^2 + ridge * ||W||^2, accumulated batch by batch."""
+
+    def __init__(self, features: int, outputs: int, *, bias: bool):
+        width = features + (1 if bias else 0)
+        self.bias = bias
+        self.ata = np.zeros((width, width))
+        self.aty = np.zeros((width, outputs))
+        self.yty = np.zeros(outputs)
+        self.rows = 0
+
+    def add(self, a: np.ndarray, y: np.ndarray) -> None:
+        """Add rows: `a` [rows, features] inputs, `y` [rows, outputs] targets."""
+        a = np.asarray(a, dtype=np.float64)
+        if self.bias:
+            a = np.hstack([a, np.ones((len(a), 1))])
+        y = np.asarray(y, dtype=np.float64)
+        self.ata += a.T @ a
+        self.aty += a.T @ y
+        self.yty += (y * y).sum(axis=0)
+        self.rows += len(a)
+
+    def solve(self, ridge: float = 1e-3, prior: tuple[np.ndarray, np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Weights [features, outputs] and bias [outputs] (None without bias).
+
+        The ridge term (relative to the mean diagonal of A^T A) pulls the weights towards `prior`
+        (the current weights, when given) rather than towards zero, so few rows cannot wreck a layer.
+        """
+        width = len(self.ata)
+        damp = ridge * max(np.trace(self.ata) / width, 1e-12)
+        reg = np.eye(width) * damp
+        if self.bias:
+            reg[-1, -1] = 0.0  # the bias is not shrunk
+        rhs = self.aty.copy()
+        if prior is not None:
+            rhs += reg @ self._stack(*prior)
+        solution = np.linalg.solve(self.ata + reg, rhs)
+        if self.bias:
+            return solution[:-1], solution[-1]
+        return solution, None
+
+    def _stack(self, weights: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        if not self.bias:
+            return np.asarray(weights, dtype=np.float64)
+        bias = np.zeros(weights.shape[1]) if bias is None else bias
+        return np.vstack([weights, np.asarray(bias, dtype=np.float64)[None, :]])
+
+    def relative_error(self, weights: np.ndarray, bias: np.ndarray | None) -> float:
+        """||A W + b - Y||^2 / ||Y||^2 over everything added, from the accumulated sums."""
+        x = self._stack(weights, bias)
+        residual = self.yty.sum() - 2 * np.sum(x * self.aty) + np.sum(x * (self.ata @ x))
+        return float(max(residual, 0.0) / max(self.yty.sum(), 1e-30))
+
+
+def conv_patches(x: np.ndarray, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int],
+                 dilations: Sequence[int], positions: np.ndarray) -> np.ndarray:
+    """im2col rows of a 2-D Conv input `x` [N, C, H, W] at output `positions` [(n, oh, ow)], shape [P, C*kh*kw]."""
+    kh, kw = kernel
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    n, oh, ow = positions[:, 0], positions[:, 1], positions[:, 2]
+    rows = oh[:, None] * strides[0] + np.arange(kh)[None, :] * dilations[0]
+    cols = ow[:, None] * strides[1] + np.arange(kw)[None, :] * dilations[1]
+    channels = np.arange(x.shape[1])
+    patches = xp[n[:, None, None, None], channels[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+    return patches.reshape(len(positions), -1)
+
+
+def sample_positions(shape: Sequence[int], count: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to `count` distinct (n, h, w) positions of an output of `shape` [N, C, H, W], sampled uniformly."""
+    n, _, h, w = shape
+    total = n * h * w
+    flat = rng.choice(total, size=min(count, total), replace=False)
+    return np.stack(np.unravel_index(flat, (n, h, w)), axis=1)
+
+
+def intermediate_session(model: Model, names: Sequence[str]) -> ort.InferenceSession:
+    """An ORT session of `model` that also returns the inner tensors `names` (float tensors)."""
+    proto = model.to_proto()
+    present = {o.name for o in proto.graph.output}
+    for name in names:
+        if name not in present:
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            present.add(name)
+    return ort_session(proto)
+
+
+def conv_geometry(node: gs.Node) -> tuple[list[int], list[int], list[int], list[int]] | None:
+    """(kernel, strides, pads, dilations) of a 2-D Conv with explicit padding, or None if not that."""
+    weight = node.inputs[1]
+    if len(weight.shape) != 4 or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        return None
+    kernel = list(weight.shape[2:])
+    strides = list(node.attrs.get("strides", [1, 1]))
+    pads = list(node.attrs.get("pads", [0, 0, 0, 0]))
+    dilations = list(node.attrs.get("dilations", [1, 1]))
+    return kernel, strides, pads, dilations
