@@ -221,3 +221,28 @@ def test_pass_objects_compose_without_specs(tiny_model, toy_passes):
     from effc.runtime import run_model
 
     np.testing.assert_allclose(run_model(result.model, {"x": x})["y"], 4 * run_model(tiny_model, {"x": x})["y"], rtol=1e-6)
+
+
+def test_plugins_register_through_entry_points(monkeypatch, tmp_path):
+    import importlib.metadata
+    import sys
+
+    import effc.passbase
+
+    (tmp_path / "effc_toy_plugin.py").write_text(
+        "from effc import Pass, PassResult, register_pass\n"
+        "@register_pass\n"
+        "class Plugged(Pass):\n"
+        '    """A pass from an installed plugin."""\n'
+        '    name = "toy-plugged"\n'
+        "    def run(self, model, ctx):\n"
+        "        return PassResult(False)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = importlib.metadata.EntryPoint("toy", "effc_toy_plugin", "effc.passes")
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [entry] if group == "effc.passes" else [])
+    monkeypatch.setattr(effc.passbase, "_PLUGINS_LOADED", False)
+    try:
+        assert "toy-plugged" in effc.registered_passes()
+    finally:
+        unregister_pass("toy-plugged")
+        sys.modules.pop("effc_toy_plugin", None)
