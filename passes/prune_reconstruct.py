@@ -45,10 +45,7 @@ def refit_layers(original: Model, pruned: Model, layers: Sequence[str], kept_out
     """
     nodes = {n.name: n for n in pruned.graph.nodes}
     order = [n.name for n in pruned.graph.nodes if n.name in set(layers) and refittable(n)]
-    originals = {n.name: n for n in original.graph.nodes}
-    reference = intermediate_session(original, [originals[name].outputs[0].name for name in order])
-    rng = ctx.rng("prune-reconstruct")
-    rows_per_batch = max(1, ROWS_PER_LAYER // max(1, len(feeds)))
+    targets = _reference_rows(original, [nodes[name] for name in order], kept_outputs, feeds, ctx)
     report = []
     with ctx.progress("reconstructing pruned layers", total=len(order)) as bar:
         for name in order:
@@ -56,11 +53,9 @@ def refit_layers(original: Model, pruned: Model, layers: Sequence[str], kept_out
             weights, bias, scale = _linear_form(node)
             system = LeastSquares(weights.shape[0], weights.shape[1], bias=node.op != "MatMul")
             session = intermediate_session(pruned, [node.inputs[0].name])
-            for feed in feeds:
+            for feed, (positions, target) in zip(feeds, targets[name]):
                 x = session.run([node.inputs[0].name], dict(feed))[0]
-                y = reference.run([node.outputs[0].name], dict(feed))[0]
-                a, target = _rows(node, x, y, rows_per_batch, rng)
-                system.add(a, target[:, kept_outputs[name]])
+                system.add(_inputs_at(node, x, positions), target)
             before = system.relative_error(weights, bias)
             new_weights, new_bias = system.solve(prior=(weights, bias))
             after = system.relative_error(new_weights, new_bias)
@@ -71,14 +66,37 @@ def refit_layers(original: Model, pruned: Model, layers: Sequence[str], kept_out
     return report
 
 
-def _rows(node: gs.Node, x: np.ndarray, y: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _reference_rows(original: Model, layers: Sequence[gs.Node], kept_outputs, feeds, ctx) -> dict[str, list]:
+    """Per layer and feed: the sampled output positions and the unpruned model's outputs there (kept channels)."""
+    rng = ctx.rng("prune-reconstruct")
+    outputs = {node.name: node.outputs[0].name for node in layers}
+    session = intermediate_session(original, list(outputs.values()))
+    names = list(outputs.values())
+    rows = {}
+    for node in layers:
+        features = _linear_form(node)[0].shape[0]
+        rows[node.name] = max(1, min(ROWS_PER_LAYER, max(2048, 4 * features)) // max(1, len(feeds)))
+    targets: dict[str, list] = {node.name: [] for node in layers}
+    for feed in feeds:
+        values = dict(zip(names, session.run(names, dict(feed))))
+        for node in layers:
+            y = values[outputs[node.name]]
+            if node.op == "Conv":
+                positions = sample_positions(y.shape, rows[node.name], rng)
+                picked = y[positions[:, 0], :, positions[:, 1], positions[:, 2]]
+            else:
+                positions = rng.choice(len(y), size=min(rows[node.name], len(y)), replace=False)
+                picked = y[positions]
+            targets[node.name].append((positions, picked[:, kept_outputs[node.name]]))
+    return targets
+
+
+def _inputs_at(node: gs.Node, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The layer's input rows (im2col patches for a Conv) at the sampled output positions."""
     if node.op == "Conv":
         kernel, strides, pads, dilations = conv_geometry(node)
-        positions = sample_positions(y.shape, count, rng)
-        target = y[positions[:, 0], :, positions[:, 1], positions[:, 2]]
-        return conv_patches(x, kernel, strides, pads, dilations, positions), target
-    pick = rng.choice(len(x), size=min(count, len(x)), replace=False)
-    return x[pick], y[pick]
+        return conv_patches(x, kernel, strides, pads, dilations, positions)
+    return x[positions]
 
 
 def _linear_form(node: gs.Node) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float]]:
