@@ -14,7 +14,7 @@ from effc.metrics import model_stats
 from effc.passbase import Pass, PassResult, register_pass
 from effc.passes.channel_groups import ChannelGroup, dependency_groups
 from effc.passes.prune_plan import (activation_importance, activation_tensors, apply_drops, choose_drops, gamma_importance,
-                                    plan_edits, predicted_macs, weight_importance)
+                                    plan_edits, predicted_macs, removed_params, weight_importance)
 from effc.passes.prune_reconstruct import output_axis, refit_layers
 from effc.passes.prune_sensitivity import analyze_sensitivity
 from effc.passes.reconstruct import intermediate_session
@@ -97,6 +97,7 @@ class Prune(Pass):
         original = model.copy() if o.reconstruct else None
         edits, _ = plan_edits(prunable, drops)
         predicted = predicted_macs(model, edits)
+        params_predicted = before.params - removed_params(prunable, edits)
         kept_outputs = _kept_outputs(prunable, drops)
         apply_drops(model, prunable, drops)
         model.cleanup()
@@ -108,7 +109,8 @@ class Prune(Pass):
         after = model_stats(model)
         stats = {"groups": len(prunable), "groups_pruned": len(drops), "channels_removed": int(sum(len(d) for d in drops.values())),
                  "macs_before": before.macs, "macs_after": after.macs, "macs_predicted": predicted,
-                 "params_before": before.params, "params_after": after.params, "layers_refit": len(refits)}
+                 "params_before": before.params, "params_after": after.params, "params_predicted": params_predicted,
+                 "layers_refit": len(refits)}
         report = {"groups": [{"group": g.name, "channels": g.size, "kept": g.size - len(drops.get(g.id, ())),
                               "layers": [n.name for n in g.layers]} for g in prunable],
                   "blocked": blocked, "reconstruction": refits}

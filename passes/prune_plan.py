@@ -124,6 +124,19 @@ def predicted_macs(model: Model, edits: Edits) -> int:
     return int(round(total))
 
 
+def removed_params(groups: Iterable[ChannelGroup], edits: Edits) -> int:
+    """Weight elements that `edits` delete (before any refit adds a bias)."""
+    nodes = {id(m.node): m.node for g in groups for m in g.members}
+    removed = 0
+    for (node_id, index), axes in edits.items():
+        shape = list(nodes[node_id].inputs[index].shape)
+        kept = list(shape)
+        for axis, indices in axes.items():
+            kept[axis] -= len(indices)
+        removed += int(np.prod(shape)) - int(np.prod(kept))
+    return removed
+
+
 def apply_drops(model: Model, groups: Iterable[ChannelGroup], drops: Mapping[int, np.ndarray]) -> int:
     """Remove the channels in `drops` from every member of their groups; returns the number of tensors rewritten."""
     groups = list(groups)

@@ -61,7 +61,7 @@ def _drift_with(model: Model, group_id: int, drops, feeds, reference) -> float:
     trial = model.copy()
     groups = {g.id: g for g in dependency_groups(trial)}  # same trace, same ids, on the copy's nodes
     apply_drops(trial, [groups[group_id]], drops)
-    trial.cleanup()
+    trial.cleanup().infer_shapes()
     session = ort_session(trial)
     return relative_drift(reference, [session.run(None, dict(f)) for f in feeds])
 
