@@ -1,0 +1,124 @@
+"""Run a compiled effc artifact on the TVM runtime alone: needs numpy and tvm (TVM_USE_RUNTIME_LIB=1 is enough).
+
+This file does not import effc, so it also runs under qemu-aarch64 with an aarch64 Python and on a board.
+As a script: `python vm_runner.py ARTIFACT_DIR REQUEST.json` where the request is
+  {"inputs": {name: "in.npy"}, "output_dir": "...", "repeat": 0, "warmup": 0, "kernels": false}
+It writes one .npy per output into output_dir and prints a JSON result (timings) on its last stdout line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+class VMRunner:
+    """The Relax VM of an artifact folder, with its parameters loaded (and pre-packed once if the library asks)."""
+
+    def __init__(self, folder: str, library: str = "model.so", params: str = "params.npz", device=None, remote_lib=None):
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
+
+        self.tvm = tvm
+        self.device = device if device is not None else tvm.cpu()
+        lib = remote_lib if remote_lib is not None else tvm.runtime.load_module(os.path.join(folder, library))
+        self.vm = VirtualMachine(lib, self.device)
+        with np.load(os.path.join(folder, params)) as stored:
+            values = [stored[f"p{i:05d}"] for i in range(len(stored.files))]
+        self.params = [tvm.runtime.tensor(v, self.device) for v in values]
+        if self._has("main_transform_params"):
+            # Weights pre-packed by the schedules: transform once here, not on every call.
+            self.params = list(self.vm["main_transform_params"](self.params))
+
+    def _has(self, name: str) -> bool:
+        try:
+            self.vm.module[name]
+            return True
+        except Exception:  # the runtime raises its own error type for a missing function
+            return False
+
+    def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        args = [self.tvm.runtime.tensor(np.ascontiguousarray(x), self.device) for x in inputs]
+        return _flatten(self.vm["main"](*args, *self.params))
+
+    def latency(self, inputs: list[np.ndarray], repeat: int, warmup: int) -> list[float]:
+        """Seconds per call of `main`, after `warmup` untimed calls."""
+        args = [self.tvm.runtime.tensor(np.ascontiguousarray(x), self.device) for x in inputs]
+        main = self.vm["main"]
+        for _ in range(warmup):
+            main(*args, *self.params)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            main(*args, *self.params)
+            times.append(time.perf_counter() - start)
+        return times
+
+    def kernel_times(self, inputs: list[np.ndarray], repeat: int) -> dict:
+        """Per called function (kernels and VM builtins): seconds summed per run over `repeat` runs ("times"),
+        and the order of calls in one run ("sequence")."""
+        args = [self.tvm.runtime.tensor(np.ascontiguousarray(x), self.device) for x in inputs]
+        runs: list[dict[str, float]] = []
+        state = {"start": 0.0, "run": {}, "sequence": []}
+
+        def instrument(func, symbol, before, ret, *rest):
+            if before:
+                state["sequence"].append(symbol)
+                state["start"] = time.perf_counter()
+            else:
+                run = state["run"]
+                run[symbol] = run.get(symbol, 0.0) + time.perf_counter() - state["start"]
+            return 0
+
+        self.vm.set_instrument(_as_function(instrument))
+        try:
+            main = self.vm["main"]
+            for _ in range(repeat):
+                state["run"], state["sequence"] = {}, []
+                main(*args, *self.params)
+                runs.append(state["run"])
+        finally:
+            self.vm.set_instrument(_as_function(lambda *args: 0))
+        names = sorted({n for run in runs for n in run})
+        return {"times": {n: [run.get(n, 0.0) for run in runs] for n in names}, "sequence": state["sequence"]}
+
+
+def _as_function(fn):
+    import tvm_ffi
+
+    return tvm_ffi.convert(fn)
+
+
+def _flatten(value) -> list[np.ndarray]:
+    if hasattr(value, "numpy"):
+        return [value.numpy()]
+    return [x for item in value for x in _flatten(item)]
+
+
+def main(argv: list[str]) -> int:
+    folder, request_path = argv[1], argv[2]
+    with open(request_path) as f:
+        request = json.load(f)
+    with open(os.path.join(folder, "effc.json")) as f:
+        meta = json.load(f)
+    runner = VMRunner(folder, meta["library"], meta["params"])
+    inputs = [np.load(request["inputs"][spec["name"]]) for spec in meta["inputs"]]
+    outputs = runner(inputs)
+    os.makedirs(request["output_dir"], exist_ok=True)
+    for spec, value in zip(meta["outputs"], outputs):
+        np.save(os.path.join(request["output_dir"], spec["file"]), value)
+    result = {}
+    if request.get("repeat"):
+        result["latency_s"] = runner.latency(inputs, request["repeat"], request.get("warmup", 1))
+    if request.get("kernels"):
+        result["kernels_s"] = runner.kernel_times(inputs, request.get("kernel_repeat", 1))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
