@@ -25,7 +25,7 @@ class Prune(Pass):
     """Remove whole channels (dependency groups traced through the graph) and refit the next layers by least squares.
 
     ratio removes that fraction of each prunable group's channels (scope=uniform) or of all of them at one
-    importance threshold (scope=global); per_layer={layer:ratio} names groups by any layer in them (then
+    importance threshold (scope=global); per_layer={layer:ratio} names groups by a layer that produces them (then
     only those are pruned unless ratio is also given). reconstruct=true (the default) needs calibration data
     and refuses without it; with reconstruct=false and a weight criterion (l1, l2, bn_gamma) none is needed.
     analyze=true leaves the model unchanged and reports per-group drift at several ratios plus a per-layer
@@ -138,7 +138,7 @@ class Prune(Pass):
 
     def _ratios(self, model: Model, prunable: list[ChannelGroup]) -> tuple[dict[int, float], float | None]:
         o = self.options
-        by_layer = {n.name: g for g in prunable for n in g.layers}
+        by_layer = {n.name: g for g in prunable for n in g.producers}
         ratios = {by_layer[layer].id: value for layer, value in (o.per_layer or {}).items()}
         rest = o.ratio if (o.per_layer is None or "ratio" in self.explicit) else 0.0
         if o.scope == "global":
@@ -152,7 +152,7 @@ def _check_layer_names(model: Model, groups: list[ChannelGroup], options) -> Non
     for layer in options.protect:
         if layer not in names:
             raise EffcError(f"pass prune: protect names {layer!r}, which is no layer of the model")
-    prunable = {n.name for g in groups if g.blocked is None for n in g.layers}
+    prunable = {n.name for g in groups if g.blocked is None for n in g.producers}
     for layer in options.per_layer or {}:
         if layer not in names:
             raise EffcError(f"pass prune: per_layer names {layer!r}, which is no layer of the model")

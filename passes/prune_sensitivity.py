@@ -1,8 +1,9 @@
 """Pruning sensitivity: output drift of each group pruned alone at several ratios, and a per-layer allocation.
 
 The allocation is greedy: starting from nothing pruned, it repeatedly raises the ratio of the group
-whose next step costs the least added drift per MAC saved, until the target MACs reduction is met
-(drifts are assumed to add up, as usual for this kind of allocation).
+(to any higher level) whose step costs the least added drift per MAC saved, until the target MACs reduction is met
+(drifts are assumed to add up, as usual for this kind of allocation), then lowers any group whose
+ratio can fall with the target still met.
 """
 
 from __future__ import annotations
@@ -77,18 +78,31 @@ def _allocate(model: Model, groups: Sequence[ChannelGroup], scores, drift, round
     while base_macs and 1.0 - current / base_macs < target:
         best = None
         for group in groups:
-            level = levels.index(state[group.id])
-            if level + 1 == len(levels):
-                continue
-            trial = {**state, group.id: levels[level + 1]}
-            macs = macs_of(trial)
-            saved = current - macs
-            if saved <= 0:
-                continue
-            cost = max(drift[group.id][levels[level + 1]] - drift[group.id][state[group.id]], 0.0) / saved
-            if best is None or cost < best[0]:
-                best = (cost, trial, macs)
+            for ratio in levels[levels.index(state[group.id]) + 1:]:
+                trial = {**state, group.id: ratio}
+                macs = macs_of(trial)
+                saved = current - macs
+                if saved <= 0:
+                    continue
+                cost = max(drift[group.id][ratio] - drift[group.id][state[group.id]], 0.0) / saved
+                if best is None or cost < best[0]:
+                    best = (cost, trial, macs)
         if best is None:
             break
         _, state, current = best
-    return state
+    return _lower_where_possible(state, groups, drift, levels, macs_of, base_macs, target)
+
+
+def _lower_where_possible(state, groups, drift, levels, macs_of, base_macs: int, target: float) -> dict[int, float]:
+    """Undo greedy overshoot: lower single groups' ratios while the target is still met, least drift first."""
+    while True:
+        options = []
+        for group in groups:
+            for ratio in levels[: levels.index(state[group.id])]:
+                trial = {**state, group.id: ratio}
+                if 1.0 - macs_of(trial) / base_macs >= target:
+                    options.append((drift[group.id][ratio] - drift[group.id][state[group.id]], trial))
+        gains = [o for o in options if o[0] < 0]
+        if not gains:
+            return state
+        state = min(gains, key=lambda o: o[0])[1]

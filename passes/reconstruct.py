@@ -42,7 +42,7 @@ class LeastSquares:
         self.yty += (y * y).sum(axis=0)
         self.rows += len(a)
 
-    def solve(self, ridge: float = 1e-3, prior: tuple[np.ndarray, np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def solve(self, ridge: float = 1e-4, prior: tuple[np.ndarray, np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Weights [features, outputs] and bias [outputs] (None without bias).
 
         The ridge term (relative to the mean diagonal of A^T A) pulls the weights towards `prior`
@@ -56,7 +56,10 @@ class LeastSquares:
         rhs = self.aty.copy()
         if prior is not None:
             rhs += reg @ self._stack(*prior)
-        solution = np.linalg.solve(self.ata + reg, rhs)
+        try:
+            solution = np.linalg.solve(self.ata + reg, rhs)
+        except np.linalg.LinAlgError:  # singular even with the ridge (e.g. all-zero inputs): least-norm answer
+            solution = np.linalg.lstsq(self.ata + reg, rhs, rcond=None)[0]
         if self.bias:
             return solution[:-1], solution[-1]
         return solution, None

@@ -1,0 +1,180 @@
+"""The prune pass on small graphs: options, refusals, criteria, scope, rounding, reconstruction, analysis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import effc
+from effc.calib import CalibrationData
+from effc.errors import EffcError
+from effc.ir import load_model
+from effc.passes.prune import Prune
+from effc.passes.prune_plan import kept_count
+from effc.pipeline import Pipeline
+from effc.runtime import run_model
+from effc.verify import compare_models
+from tests.conftest import FLOAT, make_model
+from tests.test_channel_groups import conv, node, relu, residual_model, weights
+
+
+def chain_model(wa=None, ba=None, bn=None):
+    """x[1,4,6,6] -> conv a (8) [-> BN] -> relu -> conv b (8) -> relu -> conv c (2) -> y"""
+    nodes = [conv("a", "x", "wa", "ha", "ba" if ba is not None else None)]
+    inits = {"wa": weights(8, 4, 1, 1) if wa is None else wa, "wb": weights(8, 8, 3, 3), "wc": weights(2, 8, 1, 1)}
+    if ba is not None:
+        inits["ba"] = ba
+    first = "ha"
+    if bn is not None:
+        nodes.append(helper.make_node("BatchNormalization", ["ha", "g", "beta", "mean", "var"], ["hn"], name="bn"))
+        inits.update(g=bn, beta=np.zeros(8, np.float32), mean=np.zeros(8, np.float32), var=np.ones(8, np.float32))
+        first = "hn"
+    nodes += [relu("ra", first, "h1"), conv("b", "h1", "wb", "hb", pads=[1, 1, 1, 1]), relu("rb", "hb", "h2"),
+              conv("c", "h2", "wc", "y")]
+    return make_model(nodes, [("x", FLOAT, [1, 4, 6, 6])], [("y", FLOAT, None)], inits)
+
+
+def calib(model, count=16):
+    return CalibrationData.random(model.input_specs(), count, seed=3)
+
+
+def run(proto, ctx=None, **options):
+    model = load_model(proto)
+    return effc.optimize(model, [Prune(**options)], ctx or effc.Context())
+
+
+def kept_rows(original_w, pruned_w):
+    return [i for i in range(len(original_w)) if any(np.array_equal(original_w[i], row) for row in pruned_w)]
+
+
+def test_kept_count_rounds_to_multiples():
+    assert kept_count(16, 0.3, 8) == 8
+    assert kept_count(32, 0.3, 8) == 24
+    assert kept_count(64, 0.5, 8) == 32
+    assert kept_count(10, 0.5, 8) == 8
+    assert kept_count(6, 0.5, 8) == 6  # too small to round: stays whole
+    assert kept_count(64, 0.3, 1) == 45
+    assert kept_count(64, 0.0, 8) == 64
+
+
+def test_reconstruction_refuses_without_calibration():
+    with pytest.raises(EffcError, match="needs calibration data for reconstruct=true"):
+        run(residual_model())
+    with pytest.raises(EffcError, match="criterion=activation"):
+        run(residual_model(), reconstruct=False, criterion="activation")
+    with pytest.raises(EffcError, match="analyze=true"):
+        run(residual_model(), analyze=True)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("prune(ratio=1.0)", "ratio must be in"),
+    ("prune(round_to=0)", "round_to must be at least 1"),
+    ("prune(per_layer={a:1.5})", "per_layer ratio of a"),
+    ("prune(criterion=l3)", "not one of"),
+])
+def test_bad_options_are_refused(spec, message):
+    with pytest.raises(EffcError, match=message):
+        Pipeline.parse(spec)
+
+
+def test_unknown_or_unprunable_layer_names_are_refused():
+    with pytest.raises(EffcError, match="protect names 'nope'"):
+        run(residual_model(), reconstruct=False, protect=("nope",))
+    with pytest.raises(EffcError, match="per_layer names 'nope'"):
+        run(residual_model(), reconstruct=False, per_layer={"nope": 0.5})
+    with pytest.raises(EffcError, match="layer 'c' cannot be pruned \\(network output\\)"):
+        run(residual_model(), reconstruct=False, per_layer={"c": 0.5})
+
+
+def test_protected_layers_keep_their_channels():
+    result = run(residual_model(), reconstruct=False, protect=("b",))
+    assert not result.ledger.rows[-1].changed
+    assert node(result.model, "b").inputs[1].shape == (8, 8, 3, 3)
+
+
+def test_bn_gamma_removes_the_smallest_scales():
+    gamma = np.array([1, 0.01, 0.02, 1, 1, 0.03, 1, 1], np.float32)
+    proto = chain_model(bn=gamma)
+    original_w = load_model(proto).graph.tensors()["wa"].values
+    result = run(proto, reconstruct=False, criterion="bn_gamma", per_layer={"a": 0.375}, round_to=1)
+    assert kept_rows(original_w, node(result.model, "a").inputs[1].values) == [0, 3, 4, 6, 7]
+    assert list(node(result.model, "bn").inputs[1].values) == [1, 1, 1, 1, 1]
+
+
+def test_bn_gamma_without_batchnorm_falls_back_to_l1_with_a_warning():
+    ctx = effc.Context()
+    run(chain_model(), ctx, reconstruct=False, criterion="bn_gamma", round_to=1)
+    assert any("ranking it by L1" in w for w in ctx.warnings)
+
+
+def test_activation_criterion_sees_channels_that_weights_hide():
+    wa = weights(8, 4, 1, 1)
+    wa[[2, 5]] *= 50  # the largest weights ...
+    ba = np.zeros(8, np.float32)
+    ba[[2, 5]] = -1e4  # ... but always negative before the Relu: dead activations
+    proto = chain_model(wa=wa, ba=ba)
+    model = load_model(proto)
+    by_l1 = run(proto, reconstruct=False, per_layer={"a": 0.25}, round_to=1)
+    by_act = run(proto, effc.Context(calibration=calib(model)), reconstruct=False, criterion="activation",
+                 per_layer={"a": 0.25}, round_to=1)
+    assert {2, 5} <= set(kept_rows(wa, node(by_l1.model, "a").inputs[1].values))
+    assert not {2, 5} & set(kept_rows(wa, node(by_act.model, "a").inputs[1].values))
+    drift = compare_models(model, by_act.model, calib(model), samples=8)
+    assert drift.max_abs < 1e-4  # removing dead channels changes nothing
+
+
+def test_global_scope_takes_channels_where_they_matter_least():
+    wa = weights(8, 4, 1, 1)
+    wa[:4] *= 1e-3
+    result = run(chain_model(wa=wa), reconstruct=False, scope="global", ratio=0.25, round_to=1)
+    assert node(result.model, "a").inputs[1].shape[0] == 4
+    assert node(result.model, "b").inputs[1].shape[0] == 8
+    assert result.ledger.rows[-1].pass_stats["channels_removed"] == 4
+
+
+def test_per_layer_prunes_only_the_named_groups_unless_ratio_is_given():
+    only = run(chain_model(), reconstruct=False, per_layer={"b": 0.5}, round_to=1)
+    assert node(only.model, "a").inputs[1].shape[0] == 8 and node(only.model, "b").inputs[1].shape[0] == 4
+    both = run(chain_model(), reconstruct=False, per_layer={"b": 0.5}, ratio=0.25, round_to=1)
+    assert node(both.model, "a").inputs[1].shape[0] == 6 and node(both.model, "b").inputs[1].shape[0] == 4
+
+
+def test_nothing_prunable_is_no_change():
+    proto = make_model([conv("a", "x", "w", "y")], [("x", FLOAT, [1, 2, 3, 3])], [("y", FLOAT, None)], {"w": weights(4, 2, 1, 1)})
+    result = run(proto, reconstruct=False)
+    assert not result.ledger.rows[-1].changed
+    assert result.context.reports["prune"]["blocked"][1]["reason"] == "network output"
+
+
+def test_reconstruction_recovers_redundant_channels():
+    wa = weights(8, 4, 1, 1)
+    wa[:4] /= np.abs(wa[:4]).sum(axis=1, keepdims=True)
+    wa[4:] = 0.6 * wa[:4]  # channels 4..7 (smaller L1) are 0.6 x channels 0..3, after the Relu too: a refit folds them back
+    proto = chain_model(wa=wa)
+    model = load_model(proto)
+    plain = run(proto, reconstruct=False, per_layer={"a": 0.5}, round_to=1)
+    refit = run(proto, effc.Context(calibration=calib(model, 32)), per_layer={"a": 0.5}, round_to=1)
+    rows = refit.context.reports["prune"]["reconstruction"]
+    assert [r["layer"] for r in rows] == ["b"]
+    assert rows[0]["error_before"] > 0.1 and rows[0]["error_after"] < 1e-3
+    held_out = CalibrationData.random(model.input_specs(), 8, seed=99)
+    assert compare_models(model, plain.model, held_out).max_rel > 0.1
+    assert compare_models(model, refit.model, held_out).max_rel < 1e-2
+
+
+def test_reconstruction_lowers_every_refit_layers_error():
+    model = load_model(residual_model())
+    refit = run(residual_model(), effc.Context(calibration=calib(model, 32)), ratio=0.5, round_to=1)
+    rows = refit.context.reports["prune"]["reconstruction"]
+    assert [r["layer"] for r in rows] == ["b", "c"]
+    assert all(r["error_after"] < r["error_before"] for r in rows)
+
+
+def test_stats_predict_macs_and_params():
+    result = run(residual_model(), reconstruct=False, ratio=0.5, round_to=1)
+    stats = result.ledger.rows[-1].pass_stats
+    assert stats["macs_after"] == stats["macs_predicted"] < stats["macs_before"]
+    assert stats["params_after"] == stats["params_predicted"] < stats["params_before"]
+    out = run_model(result.model, {"x": np.ones((1, 4, 8, 8), np.float32)})["y"]
+    assert out.shape == (1, 4, 8, 8)
