@@ -32,7 +32,10 @@ class ORTBackend(Backend):
         ort_session(str(source), optimize=True)  # raises EffcError when ORT cannot load it
         ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
         source.unlink()
-        return Compiled(LIBRARY, None, {"weight_bytes": int(sum(c.values.nbytes for c in model.constants()))})
+        from effc.profiler import peak_activation_bytes
+
+        return Compiled(LIBRARY, None, {"weight_bytes": int(sum(c.values.nbytes for c in model.constants())),
+                                        "peak_activation_bytes": peak_activation_bytes(model)})
 
     def load(self, folder: Path, meta: dict, *, rpc: str | None = None) -> Runner:
         if rpc:

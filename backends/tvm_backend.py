@@ -16,6 +16,7 @@ from effc.backends.tvm_support import check_lowerable, fold_constants
 from effc.errors import EffcError
 from effc.ir import Model
 from effc.metrics import layer_macs
+from effc.profiler import peak_activation_bytes
 
 LIBRARY, PARAMS = "model.so", "params.npz"
 RUNNER_SCRIPT = Path(__file__).resolve().parent / "runner" / "vm_runner.py"
@@ -74,7 +75,7 @@ class TVMBackend(Backend):
         macs = layer_macs(model)
         nodes = [[n.name, n.op, macs.get(n.name, 0)] for n in model.graph.nodes]
         return Compiled(LIBRARY, PARAMS, {"onnx_nodes": nodes, "weight_bytes": int(sum(v.nbytes for v in values)),
-                                          "compile_seconds": seconds})
+                                          "peak_activation_bytes": peak_activation_bytes(model), "compile_seconds": seconds})
 
     def load(self, folder: Path, meta: dict, *, rpc: str | None = None) -> Runner:
         target = Target.from_json(meta["target"])
