@@ -1,0 +1,153 @@
+"""effc int8 against onnxruntime.quantization.quantize_static on the zoo models, same calibration data.
+
+For each model: float, effc `int8` (default options), ORT quantize_static with its defaults (QDQ, int8/int8,
+per-tensor, MinMax) and with its best settings (uint8 activations, int8 per-channel weights, the better of
+MinMax and Percentile by agreement). Reports accuracy (digits, labels) or top-1 agreement with float, output
+SQNR, ONNX Runtime latency (median, float and candidates measured interleaved in the same run), speed-up over
+float and file size relative to float.
+
+    python benchmarks/bench_int8.py [digits resnet18 mobilenetv2 encoder] [--repeat 30] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from effc import optimize  # noqa: E402
+from effc.calib import CalibrationData  # noqa: E402
+from effc.context import Context  # noqa: E402
+from effc.ir import load_model  # noqa: E402
+from effc.runtime import measure_latency, ort_session, run_session  # noqa: E402
+from models.zoo import get  # noqa: E402
+
+
+def ort_quantize(float_path: Path, calibration: CalibrationData, specs, out: Path, *, best: bool, method: str = "MinMax") -> Path:
+    from onnxruntime import quantization as q
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter(calibration.batches(specs, batch_size=1))  # ORT histograms need equal batch sizes
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    kwargs = dict(quant_format=q.QuantFormat.QDQ, calibrate_method=getattr(q.CalibrationMethod, method))
+    if best:
+        kwargs.update(activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8, per_channel=True)
+    q.quantize_static(str(float_path), str(out), Reader(), **kwargs)
+    return out
+
+
+def outputs(model, feeds):
+    session = ort_session(model)
+    return [run_session(session, f) for f in feeds]
+
+
+def quality(reference: list[dict], candidate: list[dict], labels: np.ndarray | None) -> dict:
+    signal = noise = 0.0
+    agree = total = correct = 0
+    for ref, cand in zip(reference, candidate):
+        r, c = next(iter(ref.values())).astype(np.float64), next(iter(cand.values())).astype(np.float64)
+        signal += float(np.sum(r * r))
+        noise += float(np.sum((r - c) ** 2))
+        agree += int(np.sum(np.argmax(r, -1) == np.argmax(c, -1)))
+        total += int(np.prod(r.shape[:-1]))
+    result = {"agreement": agree / total, "sqnr_db": 10 * np.log10(signal / noise) if noise else float("inf")}
+    if labels is not None:
+        predicted = np.concatenate([np.argmax(next(iter(c.values())), -1) for c in candidate])
+        correct = int(np.sum(predicted == labels[: len(predicted)]))
+        result["accuracy"] = correct / len(predicted)
+    return result
+
+
+def bench(name: str, repeat: int, rounds: int, folder: Path) -> list[dict]:
+    z = get(name)
+    float_model = load_model(z.onnx_path)
+    specs = float_model.input_specs()
+    calibration = CalibrationData.load(z.calib_path)
+    evaluation = CalibrationData.load(z.eval_path)
+    labels = np.load(z.eval_path)["labels"] if z.has_labels else None
+    eval_feeds = list(evaluation.batches(specs))
+
+    candidates: dict[str, object] = {}
+    start = time.perf_counter()
+    ctx = Context(calibration=calibration)
+    candidates["effc int8"] = optimize(load_model(z.onnx_path), "int8", ctx).model
+    effc_seconds = time.perf_counter() - start
+    kernels = ctx.reports["int8"]["kernels"]
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = folder / f"{name}_pre.onnx"
+    quant_pre_process(str(z.onnx_path), str(prepared), skip_symbolic_shape=True)
+    candidates["ORT default"] = onnx.load(ort_quantize(prepared, calibration, specs, folder / f"{name}_ort_default.onnx", best=False))
+    best = None
+    for method in ("MinMax", "Percentile"):
+        path = ort_quantize(prepared, calibration, specs, folder / f"{name}_ort_{method}.onnx", best=True, method=method)
+        proto = onnx.load(path)
+        score = quality(outputs(float_model, eval_feeds), outputs(proto, eval_feeds), labels)
+        key = score.get("accuracy", score["agreement"]), score["sqnr_db"]
+        if best is None or key > best[0]:
+            best = (key, proto, method)
+    candidates[f"ORT best (u8s8 per-channel {best[2]})"] = best[1]
+
+    reference = outputs(float_model, eval_feeds)
+    float_bytes = float_model.serialized_size()
+    rows = [{"model": name, "variant": "float", **quality(reference, reference, labels), "bytes": float_bytes}]
+    for variant, model in candidates.items():
+        size = model.serialized_size() if hasattr(model, "serialized_size") else model.ByteSize()
+        rows.append({"model": name, "variant": variant, **quality(reference, outputs(model, eval_feeds), labels), "bytes": size})
+    # latency: one feed, sessions measured in turn, several rounds, median of the per-round medians
+    feed = eval_feeds[0]
+    sessions = [ort_session(float_model)] + [ort_session(m) for m in candidates.values()]
+    per_round = [[measure_latency(s, feed, repeat=repeat).median_ms for s in sessions] for _ in range(rounds)]
+    medians = np.median(np.array(per_round), axis=0)
+    for row, ms in zip(rows, medians):
+        row["latency_ms"] = float(ms)
+        row["speedup"] = float(medians[0] / ms)
+        row["size_ratio"] = row["bytes"] / float_bytes
+    rows[1]["calibrate_s"] = effc_seconds
+    rows[1]["integer_kernels"] = kernels["integer"]
+    rows[1]["float_ops_left"] = kernels["float"]
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | variant | accuracy | top-1 agreement | output SQNR dB | latency ms | speed-up vs float | size vs float |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        acc = f"{r['accuracy']:.4f}" if "accuracy" in r else "-"
+        sqnr = "inf" if not np.isfinite(r["sqnr_db"]) else f"{r['sqnr_db']:.1f}"
+        lines.append(f"| {r['model']} | {r['variant']} | {acc} | {r['agreement']:.4f} | {sqnr} | {r['latency_ms']:.2f} | "
+                     f"{r['speedup']:.2f}x | {r['size_ratio']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=["digits", "resnet18", "mobilenetv2", "encoder"])
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.models:
+            model_rows = bench(name, args.repeat, args.rounds, Path(folder))
+            effc_row = model_rows[1]
+            print(f"{name}: effc int8 calibrated in {effc_row['calibrate_s']:.1f} s; integer kernels {effc_row['integer_kernels']}; "
+                  f"float compute left {effc_row['float_ops_left']}", flush=True)
+            rows.extend(model_rows)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

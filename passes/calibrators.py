@@ -1,0 +1,129 @@
+"""Activation range calibrators, fed one batch at a time so a large calibration set streams.
+
+`minmax` keeps a running min/max. `percentile`, `entropy` and `mse` keep a histogram of |x| whose range
+doubles (merging bin pairs) when a larger value arrives, so no second pass over the data is needed, and
+pick a clipping threshold from it at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+CalibratorName = Literal["minmax", "percentile", "entropy", "mse"]
+BINS = 2048
+PERCENTILE = 99.999
+
+
+class RangeCollector:
+    """Running statistics of one tensor: min, max, per-channel mean (axis 1) and, optionally, a histogram of |x|."""
+
+    def __init__(self, histogram: bool, means: bool = False):
+        self.min = np.inf
+        self.max = -np.inf
+        self.hist = np.zeros(BINS, np.float64) if histogram else None
+        self.top = 0.0  # the histogram covers [0, top]
+        self._channel: tuple[np.ndarray, int] | None = None  # (sum per channel, count)
+        self._feature: tuple[np.ndarray, int] | None = None
+        self.collect_means = means  # only inputs of weighted layers need them (bias correction)
+
+    def update(self, x: np.ndarray) -> None:
+        if x.size == 0:
+            return
+        x = np.asarray(x, np.float32)
+        self.min = min(self.min, float(x.min()))
+        self.max = max(self.max, float(x.max()))
+        if self.collect_means and x.ndim >= 2:
+            self._channel = _accumulate(self._channel, np.moveaxis(x, 1, -1))
+            self._feature = _accumulate(self._feature, x)
+        if self.hist is not None:
+            self._add_to_histogram(np.abs(x).ravel())
+
+    def mean(self, axis: Literal["channel", "last"]) -> np.ndarray | None:
+        """Mean over every axis but one: axis 1 (channels of NCHW) or the last axis (features of a MatMul input)."""
+        total = self._channel if axis == "channel" else self._feature
+        return None if total is None else total[0] / max(total[1], 1)
+
+    def _add_to_histogram(self, magnitudes: np.ndarray) -> None:
+        peak = float(magnitudes.max())
+        if self.top == 0.0:
+            self.top = peak if peak > 0 else 1.0
+        while peak > self.top:
+            # double the range: bin pairs merge into the lower half
+            self.hist = np.concatenate([self.hist.reshape(-1, 2).sum(axis=1), np.zeros(BINS // 2)])
+            self.top *= 2.0
+        counts, _ = np.histogram(magnitudes, bins=BINS, range=(0.0, self.top))
+        self.hist += counts
+
+    def range(self, method: CalibratorName, levels: int) -> tuple[float, float]:
+        """The (low, high) float range to quantize to, for a grid of `levels` steps on |x|."""
+        low, high = min(self.min, 0.0), max(self.max, 0.0)
+        if method == "minmax" or self.hist is None or self.hist.sum() == 0:
+            return low, high
+        threshold = {"percentile": _percentile_threshold, "entropy": _entropy_threshold, "mse": _mse_threshold}[method](
+            self.hist, self.top, levels)
+        return max(low, -threshold), min(high, threshold)
+
+
+def _accumulate(total: tuple[np.ndarray, int] | None, x: np.ndarray) -> tuple[np.ndarray, int]:
+    rows = x.reshape(-1, x.shape[-1])
+    sums = rows.sum(axis=0, dtype=np.float64)
+    if total is None or total[0].shape != sums.shape:
+        return sums, len(rows)
+    return total[0] + sums, total[1] + len(rows)
+
+
+def _edges(top: float) -> np.ndarray:
+    return np.linspace(0.0, top, BINS + 1)
+
+
+def _percentile_threshold(hist: np.ndarray, top: float, levels: int) -> float:
+    cdf = np.cumsum(hist) / hist.sum()
+    index = int(np.searchsorted(cdf, PERCENTILE / 100.0))
+    return float(_edges(top)[min(index + 1, BINS)])
+
+
+def _candidates(hist: np.ndarray) -> np.ndarray:
+    last = int(np.nonzero(hist)[0][-1]) + 1
+    start = min(128, last)
+    return np.unique(np.linspace(start, last, num=min(last - start + 1, 192)).astype(int))
+
+
+def _entropy_threshold(hist: np.ndarray, top: float, levels: int) -> float:
+    """The threshold minimizing KL(P || Q) between clipped and quantized histograms (TensorRT's method)."""
+    best, best_kl = None, np.inf
+    for stop in _candidates(hist):
+        reference = hist[:stop].copy()
+        reference[stop - 1] += hist[stop:].sum()  # clipped mass lands in the last bin
+        nonzero = reference > 0
+        groups = np.array_split(np.arange(stop), min(levels, stop))
+        quantized = np.zeros(stop)
+        for group in groups:
+            mass = hist[group].sum() if group[-1] < stop - 1 else reference[group].sum()
+            used = nonzero[group]
+            if used.any():
+                quantized[group[used]] = mass / used.sum()
+        p = reference / reference.sum()
+        q = quantized / max(quantized.sum(), 1e-30)
+        mask = p > 0
+        kl = float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
+        if kl < best_kl:
+            best, best_kl = stop, kl
+    return float(_edges(top)[best])
+
+
+def _mse_threshold(hist: np.ndarray, top: float, levels: int) -> float:
+    """The threshold minimizing expected squared error: clipping error above it plus rounding error below."""
+    edges = _edges(top)
+    centers = (edges[:-1] + edges[1:]) / 2
+    best, best_err = None, np.inf
+    for stop in _candidates(hist):
+        threshold = edges[stop]
+        step = threshold / levels
+        clipped = np.sum(hist[stop:] * (centers[stop:] - threshold) ** 2)
+        rounding = hist[:stop].sum() * step * step / 12.0
+        err = clipped + rounding
+        if err < best_err:
+            best, best_err = stop, err
+    return float(edges[best])

@@ -1,0 +1,89 @@
+"""Rewrites int8 needs before it places Q/DQ pairs: constant weights, and BatchNormalization folded into Conv."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from effc.ir import Model
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def fold_weight_subgraphs(model: Model) -> int:
+    """Fold node chains computing a weight or bias from constants only (e.g. a clustered weight's decoder).
+
+    Returns how many weight/bias tensors became constants.
+    """
+    graph = model.graph
+    producers = {id(t): node for node in graph.nodes for t in node.outputs}
+    targets, chain = [], set()
+    for node in graph.nodes:
+        if node.op not in WEIGHTED_OPS:
+            continue
+        for tensor in node.inputs[1:]:
+            if isinstance(tensor, gs.Variable) and tensor.name:
+                nodes = _constant_ancestors(tensor, producers, graph)
+                if nodes is not None:
+                    targets.append(tensor)
+                    chain |= {id(n) for n in nodes}
+    if not targets:
+        return 0
+    graph.fold_constants(should_exclude_node=lambda n: id(n) not in chain, flatten_subgraphs=False, error_ok=False)
+    model.cleanup()
+    return sum(1 for t in targets if isinstance(graph.tensors().get(t.name), gs.Constant))
+
+
+def _constant_ancestors(tensor: gs.Variable, producers: dict, graph: gs.Graph) -> list[gs.Node] | None:
+    """The nodes computing `tensor`, or None when any of them reads a graph input."""
+    graph_inputs = {id(t) for t in graph.inputs}
+    seen: dict[int, gs.Node] = {}
+    stack = [tensor]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, gs.Constant) or (t.name == "" and not t.inputs):
+            continue
+        if id(t) in graph_inputs or id(t) not in producers:
+            return None
+        node = producers[id(t)]
+        if id(node) not in seen:
+            if node.attrs.get("body") is not None or node.op in ("If", "Loop", "Scan"):
+                return None
+            seen[id(node)] = node
+            stack.extend(node.inputs)
+    return list(seen.values())
+
+
+def fold_batchnorm(model: Model) -> int:
+    """Fold BatchNormalization that follows a Conv (sole consumer, constant parameters) into the Conv. Returns the count."""
+    graph = model.graph
+    outputs = {id(t) for t in graph.outputs}
+    folded = 0
+    for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
+        x = bn.inputs[0]
+        if len(x.inputs) != 1 or len(x.outputs) != 1 or id(x) in outputs or len(bn.outputs) != 1:
+            continue
+        conv = x.inputs[0]
+        params = bn.inputs[1:5]
+        if conv.op != "Conv" or not all(isinstance(p, gs.Constant) for p in [conv.inputs[1], *params]):
+            continue
+        if len(conv.inputs) > 2 and not isinstance(conv.inputs[2], gs.Constant):
+            continue
+        gamma, beta, mean, var = (np.asarray(p.values, np.float64) for p in params)
+        factor = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
+        weight = np.asarray(conv.inputs[1].values, np.float64)
+        bias = np.asarray(conv.inputs[2].values, np.float64) if len(conv.inputs) > 2 else np.zeros(weight.shape[0])
+        new_weight = weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))
+        new_bias = (bias - mean) * factor + beta
+        conv.inputs[1] = gs.Constant(model.unique_name(f"{conv.name}/weight_bn"), new_weight.astype(np.float32))
+        bias_const = gs.Constant(model.unique_name(f"{conv.name}/bias_bn"), new_bias.astype(np.float32))
+        if len(conv.inputs) > 2:
+            conv.inputs[2] = bias_const
+        else:
+            conv.inputs.append(bias_const)
+        conv.outputs = list(bn.outputs)
+        bn.outputs.clear()
+        folded += 1
+    if folded:
+        model.cleanup()
+    return folded

@@ -1,0 +1,206 @@
+"""Rewrite a float graph into QDQ form: Q/DQ pairs on activations, int8 weights with per-channel scales, int32 biases."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from effc.ir import Model
+from passes.calibrators import CalibratorName, RangeCollector
+from passes.quant_plan import QuantPlan
+
+WEIGHT_SCALE_KEY = "effc.int8_weight_scale."  # + weight tensor name: per-output-channel scales chosen upstream (cluster)
+
+
+@dataclass(frozen=True)
+class ActivationFormat:
+    """How activations are stored: numpy dtype and whether the zero point is pinned (symmetric)."""
+
+    dtype: type
+    symmetric: bool
+
+    @property
+    def qmin(self) -> int:
+        return int(np.iinfo(self.dtype).min)
+
+    @property
+    def qmax(self) -> int:
+        return int(np.iinfo(self.dtype).max)
+
+    def params(self, low: float, high: float) -> tuple[np.float32, np.integer]:
+        """(scale, zero point) covering [low, high] (which includes 0)."""
+        if self.symmetric:
+            bound = max(abs(low), abs(high))
+            scale = bound / (127.0 if self.dtype == np.int8 else 127.5) if bound > 0 else 1.0
+            zero = 0 if self.dtype == np.int8 else 128
+        else:
+            span = high - low
+            scale = span / (self.qmax - self.qmin) if span > 0 else 1.0
+            zero = int(np.clip(round(self.qmin - low / scale), self.qmin, self.qmax))
+        return np.float32(scale), self.dtype(zero)
+
+
+def weight_axis(node: gs.Node) -> int:
+    """The axis of the weight that indexes output channels."""
+    if node.op == "ConvTranspose":
+        return 1
+    if node.op == "Gemm":
+        return 0 if node.attrs.get("transB", 0) else 1
+    if node.op == "MatMul":
+        return 1
+    return 0
+
+
+def weight_scales(weight: np.ndarray, axis: int, name: str, metadata: dict[str, str]) -> np.ndarray:
+    """Per-channel symmetric scales: max|w|/127, or the scales cluster stored in the metadata for this weight."""
+    given = metadata.get(WEIGHT_SCALE_KEY + name)
+    if given is not None:
+        scales = np.asarray(json.loads(given), np.float32)
+        if scales.shape == (weight.shape[axis],) and np.all(scales > 0):
+            return scales
+    peak = np.max(np.abs(np.moveaxis(weight, axis, 0)).reshape(weight.shape[axis], -1), axis=1)
+    return np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+
+
+def quantize_weight(weight: np.ndarray, scales: np.ndarray, axis: int) -> np.ndarray:
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    return np.clip(np.round(weight / scales.reshape(shape)), -127, 127).astype(np.int8)
+
+
+def bias_shift(node: gs.Node, weight_error: np.ndarray, input_mean: np.ndarray | None) -> np.ndarray | None:
+    """The mean change of each output channel caused by the weight error, given the input's per-channel mean."""
+    if input_mean is None:
+        return None
+    if node.op == "Conv":
+        groups = int(node.attrs.get("group", 1))
+        per_tap = weight_error.reshape(weight_error.shape[0], weight_error.shape[1], -1).sum(axis=2)  # [Cout, Cin/g]
+        if input_mean.shape[0] != per_tap.shape[1] * groups:
+            return None
+        means = input_mean.reshape(groups, -1)[np.arange(per_tap.shape[0]) // (per_tap.shape[0] // groups)]
+        return np.sum(per_tap * means, axis=1)
+    if node.op in ("Gemm", "MatMul"):
+        matrix = weight_error.T if node.op == "Gemm" and node.attrs.get("transB", 0) else weight_error
+        return input_mean @ matrix if input_mean.shape[0] == matrix.shape[0] else None
+    return None
+
+
+class QDQWriter:
+    """Applies a QuantPlan to a model: one instance per rewrite (it caches the constants it creates)."""
+
+    def __init__(self, model: Model, fmt: ActivationFormat, ranges: dict[str, tuple[float, float]], per_channel: bool = True):
+        self.model, self.fmt, self.ranges, self.per_channel = model, fmt, ranges, per_channel
+        self._params: dict[str, tuple[gs.Constant, gs.Constant]] = {}
+        self.weight_error: dict[str, float] = {}  # weight name -> SQNR of its int8 form, dB
+
+    def activation_params(self, owner: str) -> tuple[gs.Constant, gs.Constant]:
+        if owner not in self._params:
+            scale, zero = self.fmt.params(*self.ranges[owner])
+            safe = owner.replace("/", "_").strip("_")
+            self._params[owner] = (gs.Constant(self.model.unique_name(f"{safe}_scale"), np.array(scale, np.float32)),
+                                   gs.Constant(self.model.unique_name(f"{safe}_zero_point"), np.array(zero, self.fmt.dtype)))
+        return self._params[owner]
+
+    def quantize_activation(self, tensor: gs.Variable, owner: str) -> None:
+        """Insert Q -> DQ on `tensor`; the DQ output keeps the tensor's name (graph outputs stay as they are)."""
+        graph, model = self.model.graph, self.model
+        scale, zero = self.activation_params(owner)
+        quantized = gs.Variable(model.unique_name(f"{tensor.name}_quantized"), self.fmt.dtype, tensor.shape)
+        if any(tensor is t for t in graph.inputs):
+            source, result = tensor, gs.Variable(model.unique_name(f"{tensor.name}_dequantized"), tensor.dtype, tensor.shape)
+            for consumer in list(tensor.outputs):
+                _replace(consumer.inputs, tensor, result)
+        else:
+            source, result = gs.Variable(model.unique_name(f"{tensor.name}_float"), tensor.dtype, tensor.shape), tensor
+            producer = tensor.inputs[0]
+            _replace(producer.outputs, tensor, source)
+        graph.nodes.append(gs.Node("QuantizeLinear", model.unique_name(f"{tensor.name}/QuantizeLinear"), inputs=[source, scale, zero], outputs=[quantized]))
+        graph.nodes.append(gs.Node("DequantizeLinear", model.unique_name(f"{tensor.name}/DequantizeLinear"), inputs=[quantized, scale, zero], outputs=[result]))
+
+    def quantize_weighted(self, node: gs.Node, input_scale: float | None, input_mean: np.ndarray | None, correct_bias: bool) -> None:
+        """Weight -> int8 (per channel) + DQ; bias -> int32 with scale input_scale * weight_scale + DQ."""
+        model = self.model
+        weight = node.inputs[1]
+        values = np.asarray(weight.values, np.float32)
+        axis = weight_axis(node) if values.ndim > 1 else 0
+        scales = weight_scales(values, axis, weight.name, model.metadata)
+        if not self.per_channel:  # one scale for the whole tensor, still written per channel (all equal)
+            scales = np.full_like(scales, scales.max())
+        q = quantize_weight(values, scales, axis)
+        shape = [1] * values.ndim
+        shape[axis] = -1
+        error = q.astype(np.float32) * scales.reshape(shape) - values
+        self.weight_error[weight.name] = _sqnr(values, error)
+        node.inputs[1] = self._dequantize(q, scales, axis, weight.name, values.shape)
+        if node.op == "MatMul" or input_scale is None:
+            return
+        channels = values.shape[axis] * (int(node.attrs.get("group", 1)) if node.op == "ConvTranspose" else 1)
+        if len(node.inputs) > 2 and node.inputs[2].name:
+            bias = np.asarray(node.inputs[2].values, np.float64)
+            bias_name = node.inputs[2].name
+        else:
+            bias, bias_name = np.zeros(channels), f"{node.name}/bias"
+        if correct_bias:
+            shift = bias_shift(node, error.astype(np.float64), input_mean)
+            if shift is not None:
+                bias = bias - shift
+        if bias.shape != (channels,) or scales.shape != (channels,):
+            if len(node.inputs) > 2:
+                node.inputs[2] = gs.Constant(model.unique_name(bias_name), bias.astype(np.float32))
+            return
+        bias_scales = (np.float64(input_scale) * scales.astype(np.float64)).astype(np.float32)
+        q_bias = np.clip(np.round(bias / bias_scales), -(2**31) + 1, 2**31 - 1).astype(np.int32)
+        dq = self._dequantize(q_bias, bias_scales, 0, bias_name, bias.shape)
+        if len(node.inputs) > 2:
+            node.inputs[2] = dq
+        else:
+            node.inputs.append(dq)
+
+    def _dequantize(self, q: np.ndarray, scales: np.ndarray, axis: int, name: str, shape) -> gs.Variable:
+        model = self.model
+        safe = name.replace("/", "_").strip("_")
+        zeros = np.zeros(scales.shape, q.dtype)
+        out = gs.Variable(model.unique_name(f"{safe}_dequantized"), np.float32, list(shape))
+        model.graph.nodes.append(gs.Node(
+            "DequantizeLinear", model.unique_name(f"{safe}/DequantizeLinear"),
+            attrs={"axis": axis},
+            inputs=[gs.Constant(model.unique_name(f"{safe}_quantized"), q),
+                    gs.Constant(model.unique_name(f"{safe}_scale"), scales),
+                    gs.Constant(model.unique_name(f"{safe}_zero_point"), zeros)],
+            outputs=[out]))
+        return out
+
+
+def _replace(tensors: list, old: gs.Tensor, new: gs.Tensor) -> None:
+    for i, t in enumerate(list(tensors)):
+        if t is old:
+            tensors[i] = new
+
+
+def _sqnr(signal: np.ndarray, noise: np.ndarray) -> float:
+    s, n = float(np.sum(np.square(signal, dtype=np.float64))), float(np.sum(np.square(noise, dtype=np.float64)))
+    return float("inf") if n == 0 else 10.0 * np.log10(max(s, 1e-30) / n)
+
+
+def write_qdq(model: Model, plan: QuantPlan, stats: dict[str, RangeCollector], fmt: ActivationFormat,
+              method: CalibratorName, correct_bias: bool, per_channel: bool = True) -> QDQWriter:
+    """Rewrite `model` (in place) into QDQ form following `plan`, with activation ranges from `stats`."""
+    levels = {name: 255 if c.min >= 0 and not fmt.symmetric else 128 for name, c in stats.items()}
+    ranges = {owner: stats[owner].range(method, levels[owner]) for owner in set(plan.tensors.values())}
+    writer = QDQWriter(model, fmt, ranges, per_channel)
+    tensors = model.graph.tensors()
+    nodes = {n.name: n for n in model.graph.nodes}
+    for name in plan.weighted:
+        node = nodes[name]
+        x = node.inputs[0].name
+        scale = writer.activation_params(plan.tensors[x])[0].values if x in plan.tensors else None
+        axis = "channel" if node.op in ("Conv", "ConvTranspose") else "last"
+        mean = stats[x].mean(axis) if x in stats else None
+        writer.quantize_weighted(node, None if scale is None else float(scale), mean, correct_bias)
+    for name, owner in plan.tensors.items():
+        writer.quantize_activation(tensors[name], owner)
+    model.cleanup()
+    return writer
