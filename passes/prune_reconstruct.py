@@ -13,7 +13,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from effc.ir import Model
-from effc.passes.reconstruct import LeastSquares, conv_geometry, conv_patches, intermediate_session, sample_positions
+from effc.passes.reconstruct import (LeastSquares, conv_geometry, conv_patches, intermediate_session, sample_positions,
+                                     validated_fit)
 
 ROWS_PER_LAYER = 8192  # sampled output positions per layer: bounds the time and memory of a refit
 
@@ -41,7 +42,8 @@ def refit_layers(original: Model, pruned: Model, layers: Sequence[str], kept_out
     """Refit `layers` (node names, present in both models) of `pruned` in place; returns per-layer errors.
 
     `kept_outputs[name]` lists the original output channels the pruned layer still computes.
-    Each report row has the layer's relative output error before and after its refit.
+    Every fourth calibration feed is held out to choose the ridge (see `validated_fit`); each report row
+    has the layer's relative output error on those held-out feeds before and after its refit.
     """
     nodes = {n.name: n for n in pruned.graph.nodes}
     order = [n.name for n in pruned.graph.nodes if n.name in set(layers) and refittable(n)]
@@ -51,19 +53,24 @@ def refit_layers(original: Model, pruned: Model, layers: Sequence[str], kept_out
         for name in order:
             node = nodes[name]
             weights, bias, scale = _linear_form(node)
-            system = LeastSquares(weights.shape[0], weights.shape[1], bias=node.op != "MatMul")
+            train, held_out = (LeastSquares(weights.shape[0], weights.shape[1], bias=node.op != "MatMul") for _ in range(2))
             session = intermediate_session(pruned, [node.inputs[0].name])
-            for feed, (positions, target) in zip(feeds, targets[name]):
+            for i, (feed, (positions, target)) in enumerate(zip(feeds, targets[name])):
                 x = session.run([node.inputs[0].name], dict(feed))[0]
-                system.add(_inputs_at(node, x, positions), target)
-            before = system.relative_error(weights, bias)
-            new_weights, new_bias = system.solve(prior=(weights, bias))
-            after = system.relative_error(new_weights, new_bias)
-            if after < before:
+                (held_out if _held_out(i, len(feeds)) else train).add(_inputs_at(node, x, positions), target)
+            new_weights, new_bias, ridge, error = validated_fit(train, held_out, (weights, bias))
+            if ridge is not None:
                 _write_back(pruned, node, new_weights, new_bias, scale)
-            report.append({"layer": name, "rows": system.rows, "error_before": before, "error_after": min(after, before)})
+            report.append({"layer": name, "rows": train.rows + held_out.rows, "ridge": ridge,
+                           "held_out_error_before": held_out.relative_error(weights, bias),
+                           "held_out_error_after": error})
             bar.advance()
     return report
+
+
+def _held_out(index: int, count: int) -> bool:
+    """Every fourth feed validates the ridge (whole feeds, so rows from one image stay on one side)."""
+    return count >= 2 and index % 4 == 3 or (count in (2, 3) and index == count - 1)
 
 
 def _reference_rows(original: Model, layers: Sequence[gs.Node], kept_outputs, feeds, ctx) -> dict[str, list]:

@@ -42,6 +42,13 @@ class LeastSquares:
         self.yty += (y * y).sum(axis=0)
         self.rows += len(a)
 
+    def merged(self, other: "LeastSquares") -> "LeastSquares":
+        """The system over both sets of rows."""
+        both = LeastSquares(len(self.ata) - (1 if self.bias else 0), self.aty.shape[1], bias=self.bias)
+        both.ata, both.aty, both.yty = self.ata + other.ata, self.aty + other.aty, self.yty + other.yty
+        both.rows = self.rows + other.rows
+        return both
+
     def solve(self, ridge: float = 1e-4, prior: tuple[np.ndarray, np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Weights [features, outputs] and bias [outputs] (None without bias).
 
@@ -75,6 +82,28 @@ class LeastSquares:
         x = self._stack(weights, bias)
         residual = self.yty.sum() - 2 * np.sum(x * self.aty) + np.sum(x * (self.ata @ x))
         return float(max(residual, 0.0) / max(self.yty.sum(), 1e-30))
+
+
+RIDGES = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+def validated_fit(train: LeastSquares, held_out: LeastSquares, prior: tuple[np.ndarray, np.ndarray | None],
+                  ridges=RIDGES) -> tuple[np.ndarray, np.ndarray | None, float | None, float]:
+    """Fit on `train` at each ridge, keep the one with the least error on `held_out`, refit on both.
+
+    Returns (weights, bias, ridge, held-out error of the chosen train-only fit); ridge None means no
+    fit beat `prior` on the held-out rows, and `prior` comes back unchanged. With few rows per feature (a small calibration set) this picks a
+    strong pull towards the prior instead of overfitting.
+    """
+    best_error, best_ridge = held_out.relative_error(*prior), None
+    for ridge in ridges:
+        error = held_out.relative_error(*train.solve(ridge, prior))
+        if error < best_error:
+            best_error, best_ridge = error, ridge
+    if best_ridge is None:
+        return prior[0], prior[1], None, best_error
+    weights, bias = train.merged(held_out).solve(best_ridge, prior)
+    return weights, bias, best_ridge, best_error
 
 
 def conv_patches(x: np.ndarray, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int],

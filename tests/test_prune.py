@@ -157,7 +157,7 @@ def test_reconstruction_recovers_redundant_channels():
     refit = run(proto, effc.Context(calibration=calib(model, 32)), per_layer={"a": 0.5}, round_to=1)
     rows = refit.context.reports["prune"]["reconstruction"]
     assert [r["layer"] for r in rows] == ["b"]
-    assert rows[0]["error_before"] > 0.1 and rows[0]["error_after"] < 1e-3
+    assert rows[0]["held_out_error_before"] > 0.1 and rows[0]["held_out_error_after"] < 1e-3
     held_out = CalibrationData.random(model.input_specs(), 8, seed=99)
     assert compare_models(model, plain.model, held_out).max_rel > 0.1
     assert compare_models(model, refit.model, held_out).max_rel < 1e-2
@@ -168,7 +168,7 @@ def test_reconstruction_lowers_every_refit_layers_error():
     refit = run(residual_model(), effc.Context(calibration=calib(model, 32)), ratio=0.5, round_to=1)
     rows = refit.context.reports["prune"]["reconstruction"]
     assert [r["layer"] for r in rows] == ["b", "c"]
-    assert all(r["error_after"] < r["error_before"] for r in rows)
+    assert all(r["held_out_error_after"] < r["held_out_error_before"] for r in rows)
 
 
 def test_stats_predict_macs_and_params():

@@ -6,7 +6,8 @@ import numpy as np
 from onnx import helper
 
 from effc.ir import load_model
-from effc.passes.reconstruct import LeastSquares, conv_geometry, conv_patches, intermediate_session, sample_positions
+from effc.passes.reconstruct import (RIDGES, LeastSquares, conv_geometry, conv_patches, intermediate_session,
+                                     sample_positions, validated_fit)
 from tests.conftest import FLOAT, make_model
 
 
@@ -66,3 +67,30 @@ def test_conv_geometry_refuses_auto_pad():
     proto = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="c", auto_pad="SAME_UPPER")],
                        [("x", FLOAT, [1, 1, 4, 4])], [("y", FLOAT, None)], {"w": np.ones((1, 1, 3, 3), np.float32)})
     assert conv_geometry(load_model(proto).graph.nodes[0]) is None
+
+
+def test_validated_fit_picks_the_ridge_on_held_out_rows():
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((30, 2))
+
+    def system(rows, noise):
+        s = LeastSquares(30, 2, bias=False)
+        a = rng.standard_normal((rows, 30))
+        s.add(a, a @ w + noise * rng.standard_normal((rows, 2)))
+        return s
+
+    prior = (np.zeros((30, 2)), None)
+    fitted, _, ridge, error = validated_fit(system(400, 0.0), system(100, 0.0), prior)
+    assert ridge == RIDGES[0] and error < 1e-6 and np.allclose(fitted, w, atol=1e-3)
+    held = system(10, 0.0)
+    few, _, few_ridge, few_error = validated_fit(system(10, 0.0), held, (w + 0.05, None))
+    assert few_ridge is not None and few_error < held.relative_error(w + 0.05, None)  # 10 rows for 30 features
+    assert np.max(np.abs(few - w)) < 0.1  # the prior fills the null space: no blow-up
+    noise_only = LeastSquares(30, 2, bias=False)
+    a = rng.standard_normal((40, 30))
+    noise_only.add(a, rng.standard_normal((40, 2)))
+    held = LeastSquares(30, 2, bias=False)
+    b = rng.standard_normal((40, 30))
+    held.add(b, b @ w)
+    kept, _, none, _ = validated_fit(noise_only, held, (w, None))
+    assert none is None and kept is w  # nothing beats the prior on held-out rows
