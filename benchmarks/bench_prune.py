@@ -77,7 +77,8 @@ def run_case(name: str, spec: str, repeats: int) -> dict:
         row["pruned_accuracy"] = accuracy(pruned, name)
     else:
         images = np.load(zoo.eval_path)["input"][:16]
-        reference, candidate = ([s.run(None, {"input": x[None]}) for x in images] for s in (ort_session(base), ort_session(pruned)))
+        sessions = (ort_session(base), ort_session(pruned))
+        reference, candidate = ([s.run(None, {"input": x[None]}) for x in images] for s in sessions)
         row["rel_l2"] = relative_drift(reference, candidate)
         row["cosine"] = compare_outputs([{"y": r[0]} for r in reference], [{"y": c[0]} for c in candidate]).cosine
     return row
@@ -89,7 +90,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         quality = (f"acc {r['accuracy']:.3f} → {r['pruned_accuracy']:.3f}" if "accuracy" in r
                    else f"cos {r['cosine']:.3f}, rel L2 err {r['rel_l2']:.2f}")
-        lines.append(f"| {r['model']} | `{r['spec']}` | {r['macs_ratio']:.3f} | {r['params_ratio']:.3f} | {r['file_ratio']:.3f} | "
+        lines.append(f"| {r['model']} | `{r['spec']}` | {r['macs_ratio']:.3f} | {r['params_ratio']:.3f} | "
+                     f"{r['file_ratio']:.3f} | "
                      f"{r['ort_ms']:.3f} → {r['pruned_ms']:.3f} | {r['speedup']:.2f}× | {quality} | {r['seconds']}s |")
     return "\n".join(lines)
 

@@ -2,7 +2,8 @@
 
 `minmax` keeps a running min/max. `percentile`, `entropy` and `mse` keep a histogram of |x| whose range
 doubles (merging bin pairs) when a larger value arrives, so no second pass over the data is needed, and
-pick a clipping threshold from it at the end.
+pick a clipping threshold from it at the end. Exact zeros stay out of the histogram: zero is exact on
+every grid, and a ReLU output's spike at 0 would otherwise drag the entropy threshold far down.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ class RangeCollector:
             self._channel = _accumulate(self._channel, np.moveaxis(x, 1, -1))
             self._feature = _accumulate(self._feature, x)
         if self.hist is not None:
-            self._add_to_histogram(np.abs(x).ravel())
+            magnitudes = np.abs(x).ravel()
+            # exact zeros (ReLU outputs, padding) are exact on every grid: they must not pull the threshold down
+            self._add_to_histogram(magnitudes[magnitudes > 0])
 
     def mean(self, axis: Literal["channel", "last"]) -> np.ndarray | None:
         """Mean over every axis but one: axis 1 (channels of NCHW) or the last axis (features of a MatMul input)."""
@@ -46,6 +49,8 @@ class RangeCollector:
         return None if total is None else total[0] / max(total[1], 1)
 
     def _add_to_histogram(self, magnitudes: np.ndarray) -> None:
+        if magnitudes.size == 0:
+            return
         peak = float(magnitudes.max())
         if self.top == 0.0:
             self.top = peak if peak > 0 else 1.0
@@ -84,26 +89,24 @@ def _percentile_threshold(hist: np.ndarray, top: float, levels: int) -> float:
     return float(_edges(top)[min(index + 1, BINS)])
 
 
-def _candidates(hist: np.ndarray) -> np.ndarray:
+def _candidates(hist: np.ndarray, smallest: int = 128) -> np.ndarray:
     last = int(np.nonzero(hist)[0][-1]) + 1
-    start = min(128, last)
+    start = min(smallest, last)
     return np.unique(np.linspace(start, last, num=min(last - start + 1, 192)).astype(int))
 
 
 def _entropy_threshold(hist: np.ndarray, top: float, levels: int) -> float:
-    """The threshold minimizing KL(P || Q) between clipped and quantized histograms (TensorRT's method)."""
+    """The threshold minimizing KL(P || Q) between the clipped histogram P and its `levels`-step quantization Q
+    (TensorRT's method: outliers fold into P's last bin, Q spreads each step's mass over its non-empty bins)."""
     best, best_kl = None, np.inf
-    for stop in _candidates(hist):
+    for stop in _candidates(hist, smallest=levels):
         reference = hist[:stop].copy()
-        reference[stop - 1] += hist[stop:].sum()  # clipped mass lands in the last bin
-        nonzero = reference > 0
-        groups = np.array_split(np.arange(stop), min(levels, stop))
-        quantized = np.zeros(stop)
-        for group in groups:
-            mass = hist[group].sum() if group[-1] < stop - 1 else reference[group].sum()
-            used = nonzero[group]
-            if used.any():
-                quantized[group[used]] = mass / used.sum()
+        reference[stop - 1] += hist[stop:].sum()
+        group = (np.arange(stop) * min(levels, stop)) // stop
+        nonzero = hist[:stop] > 0
+        mass = np.bincount(group, weights=hist[:stop])
+        used = np.bincount(group, weights=nonzero.astype(np.float64))
+        quantized = np.where(nonzero, mass[group] / np.maximum(used[group], 1), 0.0)
         p = reference / reference.sum()
         q = quantized / max(quantized.sum(), 1e-30)
         mask = p > 0

@@ -294,7 +294,8 @@ class _Tracer:
         if sizes is not None and sizes.name and isinstance(sizes, gs.Constant) and not node.attrs.get("axes"):
             self.carry(node.inputs[0], node.outputs[0])
             self.attach(node.inputs[0], node, "resize", 3, 0)
-        elif scales is not None and isinstance(scales, gs.Constant) and scales.values.size > 1 and scales.values[1] == 1 and not node.attrs.get("axes"):
+        elif (isinstance(scales, gs.Constant) and scales.values.size > 1 and scales.values[1] == 1
+              and not node.attrs.get("axes")):
             self.carry(node.inputs[0], node.outputs[0])
         else:
             self.refuse(node)

@@ -40,7 +40,8 @@ class Prune(Pass):
         ratio: float = field(default=0.5, metadata={"help": "fraction of each group's channels to remove"})
         per_layer: dict[str, float] | None = field(default=None, metadata={"help": "ratios by layer name, e.g. {conv1:0.3}"})
         criterion: Literal["l1", "l2", "bn_gamma", "activation"] = field(default="l1", metadata={"help": "channel importance"})
-        scope: Literal["uniform", "global"] = field(default="uniform", metadata={"help": "one ratio per group, or one threshold for all"})
+        scope: Literal["uniform", "global"] = field(default="uniform",
+                                                    metadata={"help": "one ratio per group, or one threshold for all"})
         round_to: int = field(default=8, metadata={"help": "kept channel counts are multiples of this"})
         reconstruct: bool = field(default=True, metadata={"help": "refit the following layers on calibration data"})
         protect: tuple[str, ...] = field(default=(), metadata={"help": "layers that keep all their channels"})
@@ -107,7 +108,8 @@ class Prune(Pass):
             layers = sorted({n.name for g in prunable if g.id in drops for n in g.consumers})
             refits = refit_layers(original, model, layers, kept_outputs, feeds, ctx)
         after = model_stats(model)
-        stats = {"groups": len(prunable), "groups_pruned": len(drops), "channels_removed": int(sum(len(d) for d in drops.values())),
+        stats = {"groups": len(prunable), "groups_pruned": len(drops),
+                 "channels_removed": int(sum(len(d) for d in drops.values())),
                  "macs_before": before.macs, "macs_after": after.macs, "macs_predicted": predicted,
                  "params_before": before.params, "params_after": after.params, "params_predicted": params_predicted,
                  "layers_refit": len(refits)}
@@ -157,8 +159,9 @@ def _check_layer_names(model: Model, groups: list[ChannelGroup], options) -> Non
         if layer not in names:
             raise EffcError(f"pass prune: per_layer names {layer!r}, which is no layer of the model")
         if layer not in prunable:
-            reason = next((g.blocked for g in groups if any(m.node.name == layer and m.role == "producer" for m in g.members)), None)
-            raise EffcError(f"pass prune: layer {layer!r} cannot be pruned ({reason or 'its output channels are in no prunable group'})")
+            reason = next((g.blocked for g in groups if any(n.name == layer for n in g.producers)), None)
+            reason = reason or "its output channels are in no prunable group"
+            raise EffcError(f"pass prune: layer {layer!r} cannot be pruned ({reason})")
 
 
 def _kept_outputs(groups: list[ChannelGroup], drops) -> dict[str, np.ndarray]:

@@ -67,7 +67,8 @@ def _drift_with(model: Model, group_id: int, drops, feeds, reference) -> float:
     return relative_drift(reference, [session.run(None, dict(f)) for f in feeds])
 
 
-def _allocate(model: Model, groups: Sequence[ChannelGroup], scores, drift, round_to: int, target: float, base_macs: int) -> dict[int, float]:
+def _allocate(model: Model, groups: Sequence[ChannelGroup], scores, drift, round_to: int, target: float,
+              base_macs: int) -> dict[int, float]:
     levels = (0.0, *RATIOS)
     state = {g.id: 0.0 for g in groups}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 
 from effc.ir import Model
 
@@ -17,21 +18,33 @@ def fold_weight_subgraphs(model: Model) -> int:
     """
     graph = model.graph
     producers = {id(t): node for node in graph.nodes for t in node.outputs}
-    targets, chain = [], set()
-    for node in graph.nodes:
-        if node.op not in WEIGHTED_OPS:
-            continue
-        for tensor in node.inputs[1:]:
-            if isinstance(tensor, gs.Variable) and tensor.name:
-                nodes = _constant_ancestors(tensor, producers, graph)
-                if nodes is not None:
-                    targets.append(tensor)
-                    chain |= {id(n) for n in nodes}
-    if not targets:
-        return 0
-    graph.fold_constants(should_exclude_node=lambda n: id(n) not in chain, flatten_subgraphs=False, error_ok=False)
-    model.cleanup()
-    return sum(1 for t in targets if isinstance(graph.tensors().get(t.name), gs.Constant))
+    folded = 0
+    for node in [n for n in graph.nodes if n.op in WEIGHTED_OPS]:
+        for index, tensor in enumerate(list(node.inputs)):
+            if index == 0 or not isinstance(tensor, gs.Variable) or not tensor.name:
+                continue
+            chain = _constant_ancestors(tensor, producers, graph)
+            if chain is None:
+                continue
+            value = _evaluate(chain, tensor, graph.opset)
+            constant = gs.Constant(model.unique_name(f"{tensor.name}/folded"), value)
+            for consumer in list(tensor.outputs):
+                for i, t in enumerate(list(consumer.inputs)):
+                    if t is tensor:
+                        consumer.inputs[i] = constant
+            folded += 1
+    if folded:
+        model.cleanup()
+    return folded
+
+
+def _evaluate(chain: list[gs.Node], tensor: gs.Variable, opset: int) -> np.ndarray:
+    order = {id(n): i for i, n in enumerate(chain)}
+    sub = gs.Graph(nodes=sorted(chain, key=lambda n: order[id(n)]), inputs=[], outputs=[tensor], opset=opset)
+    sub.toposort()
+    proto = gs.export_onnx(sub, do_type_check=False)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {})[0]
 
 
 def _constant_ancestors(tensor: gs.Variable, producers: dict, graph: gs.Graph) -> list[gs.Node] | None:

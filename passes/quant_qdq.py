@@ -95,6 +95,7 @@ class QDQWriter:
         self.model, self.fmt, self.ranges, self.per_channel = model, fmt, ranges, per_channel
         self._params: dict[str, tuple[gs.Constant, gs.Constant]] = {}
         self.weight_error: dict[str, float] = {}  # weight name -> SQNR of its int8 form, dB
+        self.tables = 0
 
     def activation_params(self, owner: str) -> tuple[gs.Constant, gs.Constant]:
         if owner not in self._params:
@@ -104,11 +105,11 @@ class QDQWriter:
                                    gs.Constant(self.model.unique_name(f"{safe}_zero_point"), np.array(zero, self.fmt.dtype)))
         return self._params[owner]
 
-    def quantize_activation(self, tensor: gs.Variable, owner: str) -> None:
+    def quantize_activation(self, tensor: gs.Variable, owner: str, params: tuple[gs.Constant, gs.Constant] | None = None) -> None:
         """Insert Q -> DQ on `tensor`; the DQ output keeps the tensor's name (graph outputs stay as they are)."""
         graph, model = self.model.graph, self.model
-        scale, zero = self.activation_params(owner)
-        quantized = gs.Variable(model.unique_name(f"{tensor.name}_quantized"), self.fmt.dtype, tensor.shape)
+        scale, zero = params or self.activation_params(owner)
+        quantized = gs.Variable(model.unique_name(f"{tensor.name}_quantized"), zero.values.dtype, tensor.shape)
         if any(tensor is t for t in graph.inputs):
             source, result = tensor, gs.Variable(model.unique_name(f"{tensor.name}_dequantized"), tensor.dtype, tensor.shape)
             for consumer in list(tensor.outputs):
@@ -174,6 +175,39 @@ class QDQWriter:
         return out
 
 
+TABLE_CONSUMERS = ("Gather", "Slice")  # ops that read rows of a constant table (embeddings)
+TABLE_MIN_ELEMENTS = 1024
+
+
+def quantize_tables(model: Model, writer: "QDQWriter") -> int:
+    """Store large constant tables read by Gather/Slice as int8 (per-tensor symmetric) behind a DequantizeLinear.
+
+    A Gather output gets a Q/DQ pair with the table's own scale, so ONNX Runtime gathers int8 rows and the
+    pair adds no error. Returns how many tables were quantized.
+    """
+    count = 0
+    for node in [n for n in model.graph.nodes if n.op in TABLE_CONSUMERS]:
+        table = node.inputs[0]
+        if not isinstance(table, gs.Constant) or table.values.dtype != np.float32 or table.values.size < TABLE_MIN_ELEMENTS:
+            continue
+        if any(c.op not in TABLE_CONSUMERS for c in table.outputs):
+            continue
+        values = np.asarray(table.values, np.float32)
+        peak = float(np.max(np.abs(values)))
+        scale = np.array(peak / 127.0 if peak > 0 else 1.0, np.float32)
+        q = np.clip(np.round(values / scale), -127, 127).astype(np.int8)
+        writer.weight_error[table.name] = _sqnr(values, q.astype(np.float32) * scale - values)
+        dequantized = writer._dequantize(q, scale, 0, table.name, values.shape)
+        for consumer in list(table.outputs):
+            _replace(consumer.inputs, table, dequantized)
+        count += 1
+        if node.op == "Gather" and len(node.outputs[0].outputs) > 0:
+            zero = gs.Constant(model.unique_name(f"{table.name}_zero_point_int8"), np.array(0, np.int8))
+            params = (gs.Constant(model.unique_name(f"{table.name}_scale_int8"), scale), zero)
+            writer.quantize_activation(node.outputs[0], table.name, params)
+    return count
+
+
 def _replace(tensors: list, old: gs.Tensor, new: gs.Tensor) -> None:
     for i, t in enumerate(list(tensors)):
         if t is old:
@@ -202,5 +236,6 @@ def write_qdq(model: Model, plan: QuantPlan, stats: dict[str, RangeCollector], f
         writer.quantize_weighted(node, None if scale is None else float(scale), mean, correct_bias)
     for name, owner in plan.tensors.items():
         writer.quantize_activation(tensors[name], owner)
+    writer.tables = quantize_tables(model, writer)
     model.cleanup()
     return writer

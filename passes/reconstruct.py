@@ -49,7 +49,8 @@ class LeastSquares:
         both.rows = self.rows + other.rows
         return both
 
-    def solve(self, ridge: float = 1e-4, prior: tuple[np.ndarray, np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def solve(self, ridge: float = 1e-4,
+              prior: tuple[np.ndarray, np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Weights [features, outputs] and bias [outputs] (None without bias).
 
         The ridge term (relative to the mean diagonal of A^T A) pulls the weights towards `prior`
@@ -92,8 +93,8 @@ def validated_fit(train: LeastSquares, held_out: LeastSquares, prior: tuple[np.n
     """Fit on `train` at each ridge, keep the one with the least error on `held_out`, refit on both.
 
     Returns (weights, bias, ridge, held-out error of the chosen train-only fit); ridge None means no
-    fit beat `prior` on the held-out rows, and `prior` comes back unchanged. With few rows per feature (a small calibration set) this picks a
-    strong pull towards the prior instead of overfitting.
+    fit beat `prior` on the held-out rows, and `prior` comes back unchanged. With few rows per
+    feature (a small calibration set) this picks a strong pull towards the prior instead of overfitting.
     """
     best_error, best_ridge = held_out.relative_error(*prior), None
     for ridge in ridges:

@@ -50,7 +50,8 @@ def test_too_few_rows_stay_near_the_prior():
 def test_conv_patches_times_weights_match_onnx_runtime():
     rng = np.random.default_rng(3)
     w = rng.standard_normal((5, 3, 3, 2)).astype(np.float32)
-    proto = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="c", strides=[2, 1], pads=[1, 0, 2, 1], dilations=[1, 2])],
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="c", strides=[2, 1], pads=[1, 0, 2, 1], dilations=[1, 2])
+    proto = make_model([conv],
                        [("x", FLOAT, [2, 3, 9, 7])], [("y", FLOAT, None)], {"w": w})
     model = load_model(proto)
     x = rng.standard_normal((2, 3, 9, 7)).astype(np.float32)

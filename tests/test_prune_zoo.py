@@ -6,9 +6,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from click.testing import CliRunner
 
 import effc
 from effc.calib import CalibrationData
+from effc.cli import cli
 from effc.ir import load_model
 from effc.metrics import model_stats
 from effc.pipeline import Pipeline
@@ -107,3 +109,14 @@ def test_imagenet_models_shrink_as_predicted_and_run(name, groups, macs_below):
     x = np.load(zoo.eval_path)["input"][:1]
     logits = ort_session(result.model).run(None, {"input": x})[0]
     assert logits.shape == (1, 1000) and np.all(np.isfinite(logits))
+
+
+def test_command_line_prunes_and_refuses_reconstruction_without_data(tmp_path):
+    model = str(get("digits").onnx_path)
+    refused = CliRunner().invoke(cli, ["optimize", model, "-o", str(tmp_path / "a.onnx"), "--passes", "prune(ratio=0.5)"])
+    assert refused.exit_code == 2 and "needs calibration data for reconstruct=true" in refused.output
+    done = CliRunner().invoke(cli, ["optimize", model, "-o", str(tmp_path / "b.onnx"), "--json",
+                                    "--passes", "prune(ratio=0.5,reconstruct=false)"])
+    assert done.exit_code == 0, done.output
+    pruned = load_model(tmp_path / "b.onnx")
+    assert model_stats(pruned).macs < 0.3 * model_stats(load_model(model)).macs
