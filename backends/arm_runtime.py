@@ -49,9 +49,8 @@ class QemuRunner(Runner):
         return self._run(inputs, {})[0]
 
     def profile(self, inputs, *, repeat, warmup, kernels) -> Timings:
-        outputs, result = self._run(inputs, {"repeat": repeat, "warmup": warmup, "kernels": kernels, "kernel_repeat": repeat})
-        traced = result.get("kernels_s") or {"times": None, "sequence": []}
-        return Timings(outputs, result.get("latency_s", []), traced["times"], traced["sequence"])
+        outputs, result = self._run(inputs, {"repeat": repeat, "warmup": warmup, "kernels": kernels})
+        return Timings(outputs, result["latency_s"], result.get("kernels_s"), result.get("sequence", []))
 
     def _run(self, inputs: list[np.ndarray], request: dict) -> tuple[list[np.ndarray], dict]:
         from effc.backends.tvm_backend import RUNNER_SCRIPT

@@ -115,6 +115,5 @@ class NativeRunner(Runner):
 
     def profile(self, inputs, *, repeat, warmup, kernels) -> Timings:
         outputs = self.vm(inputs)
-        latency = self.vm.latency(inputs, repeat, warmup)
-        traced = self.vm.kernel_times(inputs, repeat) if kernels else {"times": None, "sequence": []}
-        return Timings(outputs, latency, traced["times"], traced["sequence"])
+        result = self.vm.profile(inputs, repeat, warmup, kernels)
+        return Timings(outputs, result["latency_s"], result.get("kernels_s"), result.get("sequence", []))

@@ -74,6 +74,10 @@ def is_builtin(symbol: str) -> bool:
     return symbol.startswith(BUILTIN_PREFIXES)
 
 
+def lowers_to(onnx_op: str) -> tuple[str, ...]:
+    return RELAX_OPS.get(onnx_op, (onnx_op.lower(),))
+
+
 def kernel_ops(symbol: str) -> list[str]:
     """The Relax op names a kernel symbol lists, in order: fused_conv2d1_add2_relu1 -> [conv2d, add, relu]."""
     name = re.sub(r"^fused_", "", symbol)
@@ -94,14 +98,17 @@ def map_kernels(sequence: list[str], onnx_nodes: list[list]) -> dict[str, list[i
     for symbol in sequence:
         if is_builtin(symbol):
             continue
+        this_call: list[int] = []
         for op in kernel_ops(symbol):
+            if any(op in lowers_to(onnx_nodes[j][1]) for j in this_call):
+                continue  # one ONNX node lowered to several Relax ops (Clip -> maximum, minimum)
             for j in range(max(0, last - LOOKAHEAD // 2), min(last + LOOKAHEAD, len(onnx_nodes))):
-                onnx_op = onnx_nodes[j][1]
-                if not taken[j] and op in RELAX_OPS.get(onnx_op, (onnx_op.lower(),)):
+                if not taken[j] and op in lowers_to(onnx_nodes[j][1]):
                     taken[j] = True
-                    claimed.setdefault(symbol, []).append(j)
+                    this_call.append(j)
                     last = max(last, j)
                     break
+        claimed.setdefault(symbol, []).extend(this_call)
     return claimed
 
 

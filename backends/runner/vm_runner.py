@@ -3,6 +3,7 @@
 This file does not import effc, so it also runs under qemu-aarch64 with an aarch64 Python and on a board.
 As a script: `python vm_runner.py ARTIFACT_DIR REQUEST.json` where the request is
   {"inputs": {name: "in.npy"}, "output_dir": "...", "repeat": 0, "warmup": 0, "kernels": false}
+(repeat > 0 also profiles: see VMRunner.profile)
 It writes one .npy per output into output_dir and prints a JSON result (timings) on its last stdout line.
 """
 
@@ -45,24 +46,14 @@ class VMRunner:
         args = [self.tvm.runtime.tensor(np.ascontiguousarray(x), self.device) for x in inputs]
         return _flatten(self.vm["main"](*args, *self.params))
 
-    def latency(self, inputs: list[np.ndarray], repeat: int, warmup: int) -> list[float]:
-        """Seconds per call of `main`, after `warmup` untimed calls."""
+    def profile(self, inputs: list[np.ndarray], repeat: int, warmup: int, kernels: bool) -> dict:
+        """Timed runs: "latency_s" (seconds per plain call of `main`) and, with `kernels`, "kernels_s" (seconds per
+        called function summed per run) and "sequence" (call order in one run). Plain and instrumented runs
+        alternate, so a change in machine load hits both alike."""
         args = [self.tvm.runtime.tensor(np.ascontiguousarray(x), self.device) for x in inputs]
         main = self.vm["main"]
         for _ in range(warmup):
             main(*args, *self.params)
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            main(*args, *self.params)
-            times.append(time.perf_counter() - start)
-        return times
-
-    def kernel_times(self, inputs: list[np.ndarray], repeat: int) -> dict:
-        """Per called function (kernels and VM builtins): seconds summed per run over `repeat` runs ("times"),
-        and the order of calls in one run ("sequence")."""
-        args = [self.tvm.runtime.tensor(np.ascontiguousarray(x), self.device) for x in inputs]
-        runs: list[dict[str, float]] = []
         state = {"start": 0.0, "run": {}, "sequence": []}
 
         def instrument(func, symbol, before, ret, *rest):
@@ -74,17 +65,25 @@ class VMRunner:
                 run[symbol] = run.get(symbol, 0.0) + time.perf_counter() - state["start"]
             return 0
 
-        self.vm.set_instrument(_as_function(instrument))
-        try:
-            main = self.vm["main"]
-            for _ in range(repeat):
+        latency, runs = [], []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            main(*args, *self.params)
+            latency.append(time.perf_counter() - start)
+            if kernels:
                 state["run"], state["sequence"] = {}, []
-                main(*args, *self.params)
+                self.vm.set_instrument(_as_function(instrument))
+                try:
+                    main(*args, *self.params)
+                finally:
+                    self.vm.set_instrument(_as_function(lambda *args: 0))
                 runs.append(state["run"])
-        finally:
-            self.vm.set_instrument(_as_function(lambda *args: 0))
-        names = sorted({n for run in runs for n in run})
-        return {"times": {n: [run.get(n, 0.0) for run in runs] for n in names}, "sequence": state["sequence"]}
+        result = {"latency_s": latency}
+        if kernels:
+            names = sorted({n for run in runs for n in run})
+            result["kernels_s"] = {n: [run.get(n, 0.0) for run in runs] for n in names}
+            result["sequence"] = state["sequence"]
+        return result
 
 
 def _as_function(fn):
@@ -111,11 +110,8 @@ def main(argv: list[str]) -> int:
     os.makedirs(request["output_dir"], exist_ok=True)
     for spec, value in zip(meta["outputs"], outputs):
         np.save(os.path.join(request["output_dir"], spec["file"]), value)
-    result = {}
-    if request.get("repeat"):
-        result["latency_s"] = runner.latency(inputs, request["repeat"], request.get("warmup", 1))
-    if request.get("kernels"):
-        result["kernels_s"] = runner.kernel_times(inputs, request.get("kernel_repeat", 1))
+    result = runner.profile(inputs, request["repeat"], request.get("warmup", 1), request.get("kernels", False)) \
+        if request.get("repeat") else {}
     print(json.dumps(result))
     return 0
 
