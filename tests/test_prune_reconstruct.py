@@ -95,3 +95,13 @@ def test_validated_fit_picks_the_ridge_on_held_out_rows():
     held.add(b, b @ w)
     kept, _, none, _ = validated_fit(noise_only, held, (w, None))
     assert none is None and kept is w  # nothing beats the prior on held-out rows
+
+
+def test_validated_fit_without_held_out_rows_uses_a_fixed_ridge():
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((4, 2))
+    train = LeastSquares(4, 2, bias=False)
+    a = rng.standard_normal((50, 4))
+    train.add(a, a @ w)
+    fitted, _, ridge, error = validated_fit(train, LeastSquares(4, 2, bias=False), (np.zeros((4, 2)), None))
+    assert ridge == 1e-3 and error < 1e-4 and np.allclose(fitted, w, atol=1e-2)
