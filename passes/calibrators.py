@@ -13,8 +13,9 @@ from typing import Literal
 import numpy as np
 
 CalibratorName = Literal["minmax", "percentile", "entropy", "mse"]
-BINS = 2048
+BINS = 8192  # fine enough that the bulk keeps hundreds of bins after the range doubles for an outlier
 PERCENTILE = 99.999
+SEARCH_BINS = 2048
 
 
 class RangeCollector:
@@ -66,8 +67,11 @@ class RangeCollector:
         low, high = min(self.min, 0.0), max(self.max, 0.0)
         if method == "minmax" or self.hist is None or self.hist.sum() == 0:
             return low, high
+        # thresholds are chosen on 2048 bins spanning exactly [0, max|x|], whatever range the stream grew to
+        peak = max(abs(self.min), abs(self.max))
+        hist = _rebinned(self.hist, self.top, peak, SEARCH_BINS)
         threshold = {"percentile": _percentile_threshold, "entropy": _entropy_threshold, "mse": _mse_threshold}[method](
-            self.hist, self.top, levels)
+            hist, peak, levels)
         return max(low, -threshold), min(high, threshold)
 
 
@@ -79,14 +83,23 @@ def _accumulate(total: tuple[np.ndarray, int] | None, x: np.ndarray) -> tuple[np
     return total[0] + sums, total[1] + len(rows)
 
 
-def _edges(top: float) -> np.ndarray:
-    return np.linspace(0.0, top, BINS + 1)
+def _rebinned(hist: np.ndarray, top: float, peak: float, bins: int) -> np.ndarray:
+    """`hist` over [0, top] redistributed onto `bins` equal bins over [0, peak] (linear within old bins)."""
+    old_edges = np.linspace(0.0, top, len(hist) + 1)
+    cumulative = np.concatenate([[0.0], np.cumsum(hist)])
+    new_cumulative = np.interp(np.linspace(0.0, peak, bins + 1), old_edges, cumulative)
+    new_cumulative[-1] = cumulative[-1]  # the peak's own bin lands in the last bin
+    return np.diff(new_cumulative)
+
+
+def _edges(top: float, bins: int) -> np.ndarray:
+    return np.linspace(0.0, top, bins + 1)
 
 
 def _percentile_threshold(hist: np.ndarray, top: float, levels: int) -> float:
     cdf = np.cumsum(hist) / hist.sum()
     index = int(np.searchsorted(cdf, PERCENTILE / 100.0))
-    return float(_edges(top)[min(index + 1, BINS)])
+    return float(_edges(top, len(hist))[min(index + 1, len(hist))])
 
 
 def _candidates(hist: np.ndarray, smallest: int = 128) -> np.ndarray:
@@ -113,12 +126,12 @@ def _entropy_threshold(hist: np.ndarray, top: float, levels: int) -> float:
         kl = float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
         if kl < best_kl:
             best, best_kl = stop, kl
-    return float(_edges(top)[best])
+    return float(_edges(top, len(hist))[best])
 
 
 def _mse_threshold(hist: np.ndarray, top: float, levels: int) -> float:
     """The threshold minimizing expected squared error: clipping error above it plus rounding error below."""
-    edges = _edges(top)
+    edges = _edges(top, len(hist))
     centers = (edges[:-1] + edges[1:]) / 2
     best, best_err = None, np.inf
     for stop in _candidates(hist):

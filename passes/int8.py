@@ -94,7 +94,7 @@ class Int8(Pass):
         folded = fold_weight_subgraphs(model) + fold_batchnorm(model)
         plan = plan_quantization(model, set(opts.exclude))
         if not plan.nodes:
-            return PassResult(bool(folded), {"folded": folded, "quantized_layers": 0}, {"skipped": plan.skipped})
+            return PassResult(bool(folded), {"folded": folded, "quantized_layers": 0}, {"not_quantized": plan.skipped, "layers": []})
         fmt, why = activation_format(ctx.target, opts.activations, opts.symmetric_activations)
 
         total = calibration.num_samples(specs) if opts.samples is None else min(opts.samples, calibration.num_samples(specs))

@@ -27,7 +27,9 @@ def fold_weight_subgraphs(model: Model) -> int:
             if chain is None:
                 continue
             value = _evaluate(chain, tensor, graph.opset)
-            constant = gs.Constant(model.unique_name(f"{tensor.name}/folded"), value)
+            name = tensor.name  # keep it: metadata (effc.int8_weight_scale.<name>) refers to the weight by name
+            tensor.name = model.unique_name(f"{name}/unfolded")
+            constant = gs.Constant(name, value)
             for consumer in list(tensor.outputs):
                 for i, t in enumerate(list(consumer.inputs)):
                     if t is tensor:
