@@ -16,7 +16,7 @@ from effc.backends.base import Runner, Timings
 from effc.errors import EffcError
 
 SETUP_SCRIPT = "scripts/setup_arm_runtime.sh"
-STAMP = ".complete-v1"
+STAMP = ".complete-v2"
 
 
 def runtime_dir() -> Path:
@@ -33,6 +33,15 @@ def qemu_command() -> list[str]:
         raise EffcError(f"qemu-aarch64 is not installed: run `bash {SETUP_SCRIPT}` (it installs qemu-user)")
     return [qemu, "-L", str(root / "root"), "-E", "TVM_USE_RUNTIME_LIB=1", "-E", "PYTHONNOUSERSITE=1",
             "-E", f"PYTHONPATH={root / 'site'}", str(root / "root" / "usr" / "bin" / "python3.11")]
+
+
+def rpc_server_command(host: str, port: int) -> list[str]:
+    """An aarch64 TVM RPC server under qemu, serving one port: a stand-in board for `--rpc` tests.
+    (`python -m tvm.exec.rpc_server` re-executes its interpreter, which qemu user mode cannot; this starts the
+    server's listening loop in the emulated process itself; sessions fork, which qemu supports.)"""
+    script = ("from tvm.rpc.server import PopenRPCServerState as S; "
+              f"S({host!r}, {int(port)}, {int(port) + 1}, silent=True).thread.join()")
+    return [*qemu_command(), "-c", script]
 
 
 class QemuRunner(Runner):

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 dest="${EFFC_ARM_RUNTIME:-$HOME/.cache/effc/arm-runtime}"
-stamp="$dest/.complete-v1"
+stamp="$dest/.complete-v2"
 [ -f "$stamp" ] && exit 0
 
 sudo=""
@@ -37,7 +37,7 @@ tvm_version="$(python3 -c 'import importlib.metadata as m; print(m.version("apac
 ffi_version="$(python3 -c 'import importlib.metadata as m; print(m.version("apache-tvm-ffi"))' 2>/dev/null || echo 0.1.14.post1)"
 python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.11 \
   --platform manylinux_2_28_aarch64 -d "$work/wheels" \
-  "apache-tvm==$tvm_version" "apache-tvm-ffi==$ffi_version" "numpy>=2,<3" ml_dtypes typing_extensions
+  "apache-tvm==$tvm_version" "apache-tvm-ffi==$ffi_version" "numpy>=2,<3" ml_dtypes typing_extensions cloudpickle psutil
 for wheel in "$work"/wheels/*.whl; do python3 -m zipfile -e "$wheel" "$work/site"; done
 # The compiler library (240 MB) is never loaded on the runtime path (TVM_USE_RUNTIME_LIB=1).
 rm -rf "$work/site/tvm/lib/libtvm_compiler.so" "$work/site/tvm/3rdparty"

@@ -25,12 +25,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def rpc_server():
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
-                               "--port-end", str(port + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
+def start_server(command: list[str], port: int):
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
     while time.time() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -40,30 +37,49 @@ def rpc_server():
     else:
         server.kill()
         pytest.fail("the TVM RPC server did not start")
+    return server
+
+
+@pytest.fixture(scope="module")
+def rpc_server():
+    port = free_port()
+    server = start_server([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
+                           "--port-end", str(port + 1)], port)
     yield f"127.0.0.1:{port}"
     server.terminate()
     server.wait(10)
 
 
-@pytest.fixture(scope="module")
-def digits_x86(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rpc") / "digits.x86.effc"
-    result = CliRunner().invoke(cli, ["compile", str(get("digits").onnx_path), "--target", "x86", "--passes", "dce",
+def compile_digits(folder, target):
+    out = folder / f"digits.{target}.effc"
+    result = CliRunner().invoke(cli, ["compile", str(get("digits").onnx_path), "--target", target, "--passes", "dce",
                                       "--input-shape", "input=1,1,8,8", "-o", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out
 
 
+@pytest.fixture(scope="module")
+def digits_x86(tmp_path_factory):
+    return compile_digits(tmp_path_factory.mktemp("rpc"), "x86")
+
+
+def digits_sample():
+    return np.load(get("digits").eval_path)["input"][:1].astype(np.float32)
+
+
+def digits_reference(x):
+    return run_session(ort_session(str(get("digits").onnx_path)), {"input": x})["logits"]
+
+
 @pytest.mark.tvm
 def test_run_over_rpc_matches_onnx_runtime(rpc_server, digits_x86, tmp_path):
-    x = np.load(get("digits").eval_path)["input"][:1].astype(np.float32)
+    x = digits_sample()
     np.save(tmp_path / "x.npy", x)
     result = CliRunner().invoke(cli, ["run", str(digits_x86), "--rpc", rpc_server, "--input", f"input={tmp_path / 'x.npy'}",
                                       "--output-dir", str(tmp_path), "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["where"] == f"rpc://{rpc_server}"
-    expected = run_session(ort_session(str(get("digits").onnx_path)), {"input": x})["logits"]
-    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, atol=1e-4)
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), digits_reference(x), atol=1e-4)
 
 
 @pytest.mark.tvm
@@ -79,3 +95,20 @@ def test_profile_over_rpc_reports_end_to_end_only(rpc_server, digits_x86):
 def test_bad_rpc_address_is_refused(digits_x86, address, message):
     with pytest.raises(effc.EffcError, match=message):
         load_artifact(digits_x86, rpc=address)
+
+
+@pytest.mark.tvm
+@pytest.mark.slow
+def test_arm_artifact_over_rpc_to_an_emulated_aarch64_server(tmp_path):
+    from effc.backends.arm_runtime import rpc_server_command
+
+    artifact = compile_digits(tmp_path, "arm")
+    port = free_port()
+    server = start_server(rpc_server_command("127.0.0.1", port), port)
+    try:
+        x = digits_sample()
+        outputs = load_artifact(artifact, rpc=f"127.0.0.1:{port}")(input=x)
+        np.testing.assert_allclose(outputs["logits"], digits_reference(x), atol=1e-4)
+    finally:
+        server.terminate()
+        server.wait(10)
