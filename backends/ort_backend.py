@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from effc.backends.base import Backend, Compiled, Runner, Timings
+from effc.errors import EffcError
 from effc.ir import Model
 
 LIBRARY = "model.onnx"
@@ -27,10 +28,10 @@ class ORTBackend(Backend):
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(out_dir / LIBRARY)
-        from effc.runtime import ort_session
-
-        ort_session(str(source), optimize=True)  # raises EffcError when ORT cannot load it
-        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        try:
+            ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types for graphs it cannot load
+            raise EffcError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
         source.unlink()
         from effc.profiler import peak_activation_bytes
 
@@ -39,8 +40,6 @@ class ORTBackend(Backend):
 
     def load(self, folder: Path, meta: dict, *, rpc: str | None = None) -> Runner:
         if rpc:
-            from effc.errors import EffcError
-
             raise EffcError("--rpc runs TVM artifacts; an ORT artifact runs wherever ONNX Runtime is installed")
         return ORTRunner(Path(folder) / meta["library"], [spec["name"] for spec in meta["inputs"]])
 

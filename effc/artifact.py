@@ -128,7 +128,8 @@ class Artifact:
             if spec["name"] not in feeds:
                 raise EffcError(f"missing input {spec['name']!r} (shape {spec['shape']}, {spec['dtype']})")
             value = np.asarray(feeds[spec["name"]])
-            if list(value.shape) != list(spec["shape"]):
+            expected = spec["shape"]
+            if len(value.shape) != len(expected) or any(isinstance(d, int) and d != n for d, n in zip(expected, value.shape)):
                 raise EffcError(f"input {spec['name']!r} has shape {list(value.shape)}; the artifact was compiled for {spec['shape']}")
             if str(value.dtype) != spec["dtype"]:
                 raise EffcError(f"input {spec['name']!r} has dtype {value.dtype}; the artifact takes {spec['dtype']}")

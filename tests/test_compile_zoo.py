@@ -95,3 +95,12 @@ def test_profile_has_one_row_per_kernel_adding_up_to_end_to_end(compiled, tmp_pa
     assert profile["weight_bytes"] > 10e6 and profile["peak_activation_bytes"] > 1e6 and not profile["emulated"]
     page = html.read_text()
     assert "<svg" in page and names[0] in page and "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+@pytest.mark.tvm
+@pytest.mark.slow
+def test_profile_under_qemu_is_labelled_emulated(compiled):
+    result = CliRunner().invoke(cli, ["profile", str(compiled("digits", "arm")), "--repeat", "3", "--warmup", "1"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "emulated" in result.output and "qemu" in result.output and "conv2d" in result.output

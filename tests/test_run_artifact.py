@@ -25,7 +25,7 @@ def invoke(*args):
 def artifacts(tmp_path_factory):
     """The digits model compiled for x86 and ort through the CLI, once for this module."""
     folder = tmp_path_factory.mktemp("digits")
-    for target in ("x86", "ort"):
+    for target in ("x86", "ort", "arm"):
         result = invoke("compile", DIGITS, "--target", target, "--input-shape", "input=1,1,8,8", "-o", folder / f"d.{target}.effc")
         assert result.exit_code == 0, result.output
     return folder
@@ -146,3 +146,16 @@ def test_cli_errors_are_one_line_exit_2(artifacts, tmp_path):
         result = CliRunner().invoke(cli, [str(a) for a in args])
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_ort_target_keeps_dynamic_dims(tmp_path):
+    result = invoke("compile", DIGITS, "--target", "ort", "-o", tmp_path / "dyn.effc")
+    assert result.exit_code == 0, result.output
+    batch = np.load(get("digits").eval_path)["input"][:5].astype(np.float32)
+    np.testing.assert_allclose(effc.load_artifact(tmp_path / "dyn.effc")(input=batch)["logits"], reference(batch), atol=1e-4)
+
+
+def test_arm_artifact_without_the_emulated_runtime_says_how_to_install_it(artifacts, tmp_path, monkeypatch):
+    monkeypatch.setenv("EFFC_ARM_RUNTIME", str(tmp_path / "nothing-here"))
+    with pytest.raises(effc.EffcError, match="run `bash scripts/setup_arm_runtime.sh` once"):
+        effc.load_artifact(artifacts / "d.arm.effc")
