@@ -90,8 +90,9 @@ def fold_batchnorm(model: Model) -> int:
         bias = np.asarray(conv.inputs[2].values, np.float64) if len(conv.inputs) > 2 else np.zeros(weight.shape[0])
         new_weight = weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))
         new_bias = (bias - mean) * factor + beta
-        conv.inputs[1] = gs.Constant(model.unique_name(f"{conv.name}/weight_bn"), new_weight.astype(np.float32))
-        bias_const = gs.Constant(model.unique_name(f"{conv.name}/bias_bn"), new_bias.astype(np.float32))
+        weight_name = conv.inputs[1].name
+        conv.inputs[1] = gs.Constant(model.unique_name(f"{weight_name}_bn"), new_weight.astype(np.float32))
+        bias_const = gs.Constant(model.unique_name(f"{weight_name}_bn_bias"), new_bias.astype(np.float32))
         if len(conv.inputs) > 2:
             conv.inputs[2] = bias_const
         else:

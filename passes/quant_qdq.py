@@ -102,24 +102,24 @@ class QDQWriter:
             scale, zero = self.fmt.params(*self.ranges[owner])
             safe = owner.replace("/", "_").strip("_")
             self._params[owner] = (gs.Constant(self.model.unique_name(f"{safe}_scale"), np.array(scale, np.float32)),
-                                   gs.Constant(self.model.unique_name(f"{safe}_zero_point"), np.array(zero, self.fmt.dtype)))
+                                   gs.Constant(self.model.unique_name(f"{safe}_zp"), np.array(zero, self.fmt.dtype)))
         return self._params[owner]
 
     def quantize_activation(self, tensor: gs.Variable, owner: str, params: tuple[gs.Constant, gs.Constant] | None = None) -> None:
         """Insert Q -> DQ on `tensor`; the DQ output keeps the tensor's name (graph outputs stay as they are)."""
         graph, model = self.model.graph, self.model
         scale, zero = params or self.activation_params(owner)
-        quantized = gs.Variable(model.unique_name(f"{tensor.name}_quantized"), zero.values.dtype, tensor.shape)
+        quantized = gs.Variable(model.unique_name(f"{tensor.name}_q"), zero.values.dtype, tensor.shape)
         if any(tensor is t for t in graph.inputs):
-            source, result = tensor, gs.Variable(model.unique_name(f"{tensor.name}_dequantized"), tensor.dtype, tensor.shape)
+            source, result = tensor, gs.Variable(model.unique_name(f"{tensor.name}_dq"), tensor.dtype, tensor.shape)
             for consumer in list(tensor.outputs):
                 _replace(consumer.inputs, tensor, result)
         else:
-            source, result = gs.Variable(model.unique_name(f"{tensor.name}_float"), tensor.dtype, tensor.shape), tensor
+            source, result = gs.Variable(model.unique_name(f"{tensor.name}_f"), tensor.dtype, tensor.shape), tensor
             producer = tensor.inputs[0]
             _replace(producer.outputs, tensor, source)
-        graph.nodes.append(gs.Node("QuantizeLinear", model.unique_name(f"{tensor.name}/QuantizeLinear"), inputs=[source, scale, zero], outputs=[quantized]))
-        graph.nodes.append(gs.Node("DequantizeLinear", model.unique_name(f"{tensor.name}/DequantizeLinear"), inputs=[quantized, scale, zero], outputs=[result]))
+        graph.nodes.append(gs.Node("QuantizeLinear", model.unique_name(f"{tensor.name}/Q"), inputs=[source, scale, zero], outputs=[quantized]))
+        graph.nodes.append(gs.Node("DequantizeLinear", model.unique_name(f"{tensor.name}/DQ"), inputs=[quantized, scale, zero], outputs=[result]))
 
     def quantize_weighted(self, node: gs.Node, input_scale: float | None, input_mean: np.ndarray | None, correct_bias: bool) -> None:
         """Weight -> int8 (per channel) + DQ; bias -> int32 with scale input_scale * weight_scale + DQ."""
@@ -135,7 +135,7 @@ class QDQWriter:
         shape[axis] = -1
         error = q.astype(np.float32) * scales.reshape(shape) - values
         self.weight_error[weight.name] = _sqnr(values, error)
-        node.inputs[1] = self._dequantize(q, scales, axis, weight.name, values.shape)
+        node.inputs[1] = self._dequantize(q, scales, axis, weight.name, values.shape, zero_point=node.op not in ("Conv", "ConvTranspose"))
         if node.op == "MatMul" or input_scale is None:
             return
         channels = values.shape[axis] * (int(node.attrs.get("group", 1)) if node.op == "ConvTranspose" else 1)
@@ -154,24 +154,22 @@ class QDQWriter:
             return
         bias_scales = (np.float64(input_scale) * scales.astype(np.float64)).astype(np.float32)
         q_bias = np.clip(np.round(bias / bias_scales), -(2**31) + 1, 2**31 - 1).astype(np.int32)
-        dq = self._dequantize(q_bias, bias_scales, 0, bias_name, bias.shape)
+        dq = self._dequantize(q_bias, bias_scales, 0, bias_name, bias.shape, zero_point=False)
         if len(node.inputs) > 2:
             node.inputs[2] = dq
         else:
             node.inputs.append(dq)
 
-    def _dequantize(self, q: np.ndarray, scales: np.ndarray, axis: int, name: str, shape) -> gs.Variable:
+    def _dequantize(self, q: np.ndarray, scales: np.ndarray, axis: int, name: str, shape, zero_point: bool = True) -> gs.Variable:
         model = self.model
         safe = name.replace("/", "_").strip("_")
-        zeros = np.zeros(scales.shape, q.dtype)
-        out = gs.Variable(model.unique_name(f"{safe}_dequantized"), np.float32, list(shape))
-        model.graph.nodes.append(gs.Node(
-            "DequantizeLinear", model.unique_name(f"{safe}/DequantizeLinear"),
-            attrs={"axis": axis},
-            inputs=[gs.Constant(model.unique_name(f"{safe}_quantized"), q),
-                    gs.Constant(model.unique_name(f"{safe}_scale"), scales),
-                    gs.Constant(model.unique_name(f"{safe}_zero_point"), zeros)],
-            outputs=[out]))
+        out = gs.Variable(model.unique_name(f"{safe}_dq"), np.float32, list(shape))
+        inputs = [gs.Constant(model.unique_name(f"{safe}_q"), q), gs.Constant(model.unique_name(f"{safe}_scale"), scales)]
+        if zero_point:
+            # omitted zero points are 0; biases (4 bytes a channel) and Conv weights go without, ORT's Gemm fusion wants one
+            inputs.append(gs.Constant(model.unique_name(f"{safe}_zp"), np.zeros(scales.shape, q.dtype)))
+        model.graph.nodes.append(gs.Node("DequantizeLinear", model.unique_name(f"{safe}/DQ"), attrs={"axis": axis},
+                                         inputs=inputs, outputs=[out]))
         return out
 
 
@@ -202,7 +200,7 @@ def quantize_tables(model: Model, writer: "QDQWriter") -> int:
             _replace(consumer.inputs, table, dequantized)
         count += 1
         if node.op == "Gather" and len(node.outputs[0].outputs) > 0:
-            zero = gs.Constant(model.unique_name(f"{table.name}_zero_point_int8"), np.array(0, np.int8))
+            zero = gs.Constant(model.unique_name(f"{table.name}_zp_int8"), np.array(0, np.int8))
             params = (gs.Constant(model.unique_name(f"{table.name}_scale_int8"), scale), zero)
             writer.quantize_activation(node.outputs[0], table.name, params)
     return count

@@ -76,13 +76,13 @@ def test_conv_weights_int8_per_channel_bias_int32_activations_uint8():
     model = optimize(load_model(proto), "int8(calibrator=minmax,bias_correction=false)", ctx).model
     conv = nodes_by_op(model, "Conv")[0]
     weight_dq, bias_dq = conv.inputs[1].inputs[0], conv.inputs[2].inputs[0]
-    q_w, s_w, z_w = (t.values for t in weight_dq.inputs)
-    assert q_w.dtype == np.int8 and s_w.shape == (8,) and weight_dq.attrs["axis"] == 0 and not z_w.any()
+    q_w, s_w = (t.values for t in weight_dq.inputs)  # symmetric: the zero point is omitted (0)
+    assert q_w.dtype == np.int8 and s_w.shape == (8,) and weight_dq.attrs["axis"] == 0
     np.testing.assert_allclose(s_w, np.abs(w).reshape(8, -1).max(axis=1) / 127, rtol=1e-6)
     x_dq = conv.inputs[0].inputs[0]
     s_x = float(x_dq.inputs[1].values)
     assert x_dq.inputs[2].values.dtype == np.uint8
-    q_b, s_b, _ = (t.values for t in bias_dq.inputs)
+    q_b, s_b = (t.values for t in bias_dq.inputs)  # no zero point: 0 by default
     assert q_b.dtype == np.int32
     np.testing.assert_allclose(s_b, s_x * s_w, rtol=1e-6)
     np.testing.assert_allclose(q_b * s_b, b, atol=float(s_b.max()))
