@@ -146,7 +146,7 @@ def test_flatten_into_gemm_drops_each_channels_columns(reshape):
         assert list(node(model, "flat").inputs[1].values) == [1, 16]
 
 
-def passthrough_model():
+def passthrough_model(resize_sizes=False):
     dead = (0, 3)
     mean, var = weights(6, dead=dead), np.abs(weights(6)) + 0.5
     return make_model(
@@ -154,21 +154,27 @@ def passthrough_model():
          helper.make_node("BatchNormalization", ["ha", "g", "beta", "mean", "var"], ["hb"], name="bn"),
          helper.make_node("Mul", ["hb", "scale"], ["hm"], name="mul"),
          helper.make_node("Pad", ["hm", "pads"], ["hp"], name="pad"),
-         helper.make_node("Resize", ["hp", "", "scales"], ["hr"], name="resize", mode="nearest"),
+         helper.make_node("Resize", ["hp", "", "", "sizes"] if resize_sizes else ["hp", "", "scales"], ["hr"],
+                          name="resize", mode="nearest"),
          helper.make_node("GlobalAveragePool", ["hr"], ["hg"], name="gap"),
          conv("c", "hg", "wc", "y")],
         [("x", FLOAT, [1, 3, 4, 4])], [("y", FLOAT, None)],
         {"wa": weights(6, 3, 1, 1, dead=dead), "g": weights(6), "beta": weights(6, dead=dead), "mean": mean, "var": var,
          "scale": weights(1, 6, 1, 1), "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64),
-         "scales": np.array([1, 1, 2, 2], dtype=np.float32), "wc": weights(2, 6, 1, 1)})
+         "scales": np.array([1, 1, 2, 2], dtype=np.float32), "sizes": np.array([1, 6, 12, 12], dtype=np.int64),
+         "wc": weights(2, 6, 1, 1)})
 
 
-def test_batchnorm_channel_constants_pad_resize_and_pooling_carry_the_group():
-    groups, _ = prunable_groups(passthrough_model())
+@pytest.mark.parametrize("resize_sizes", [False, True])
+def test_batchnorm_channel_constants_pad_resize_and_pooling_carry_the_group(resize_sizes):
+    groups, _ = prunable_groups(passthrough_model(resize_sizes))
     assert len(groups) == 1
-    assert sorted({m.role for m in groups[0].members}) == ["batchnorm", "constant", "consumer", "producer"]
-    model, _ = prune_exact(passthrough_model(), ratio=0.34)
+    roles = ["batchnorm", "constant", "consumer", "producer"] + (["resize"] if resize_sizes else [])
+    assert sorted({m.role for m in groups[0].members}) == sorted(roles)
+    model, _ = prune_exact(passthrough_model(resize_sizes), ratio=0.34)
     assert node(model, "bn").inputs[1].shape == (4,) and node(model, "mul").inputs[1].shape == (1, 4, 1, 1)
+    if resize_sizes:
+        assert list(node(model, "resize").inputs[3].values) == [1, 4, 12, 12]
 
 
 def mlp_model():

@@ -16,7 +16,7 @@ from effc.pipeline import Pipeline
 from effc.runtime import run_model
 from effc.verify import compare_models
 from tests.conftest import FLOAT, make_model
-from tests.test_channel_groups import conv, node, relu, residual_model, weights
+from tests.test_channel_groups import conv, depthwise_model, node, relu, residual_model, weights
 
 
 def chain_model(wa=None, ba=None, bn=None):
@@ -169,6 +169,15 @@ def test_reconstruction_lowers_every_refit_layers_error():
     rows = refit.context.reports["prune"]["reconstruction"]
     assert [r["layer"] for r in rows] == ["b", "c"]
     assert all(r["held_out_error_after"] < r["held_out_error_before"] for r in rows)
+
+
+def test_reconstruction_through_a_depthwise_conv_refits_the_projection():
+    model = load_model(depthwise_model())
+    result = run(depthwise_model(), effc.Context(calibration=calib(model, 32)), ratio=0.5, round_to=1)
+    rows = result.context.reports["prune"]["reconstruction"]
+    assert [r["layer"] for r in rows] == ["c"]  # the depthwise conv only loses channels; the 1x1 after it is refit
+    assert rows[0]["held_out_error_after"] < rows[0]["held_out_error_before"]
+    assert node(result.model, "dw").attrs["group"] == 4
 
 
 def test_stats_predict_macs_and_params():
