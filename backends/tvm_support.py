@@ -12,7 +12,8 @@ from effc.ir import Model
 def tvm_importable_ops() -> frozenset[str]:
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    return frozenset(onnx_frontend._get_convert_map())
+    # "If" is converted by the graph importer itself, not through the converter table.
+    return frozenset(onnx_frontend._get_convert_map()) | {"If"}
 
 
 def unsupported_nodes(model: Model) -> list[tuple[str, str]]:

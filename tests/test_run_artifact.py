@@ -159,3 +159,17 @@ def test_arm_artifact_without_the_emulated_runtime_says_how_to_install_it(artifa
     monkeypatch.setenv("EFFC_ARM_RUNTIME", str(tmp_path / "nothing-here"))
     with pytest.raises(effc.EffcError, match="run `bash scripts/setup_arm_runtime.sh` once"):
         effc.load_artifact(artifacts / "d.arm.effc")
+
+
+def test_compile_names_unimportable_nodes_before_any_work(tmp_path):
+    import onnx
+    from onnx import helper
+
+    from tests.conftest import FLOAT, make_model
+
+    onnx.save(make_model([helper.make_node("Celu", ["x"], ["y"], name="odd_activation")],
+                         [("x", FLOAT, [1, 4])], [("y", FLOAT, [1, 4])]), tmp_path / "celu.onnx")
+    result = CliRunner().invoke(cli, ["compile", str(tmp_path / "celu.onnx"), "--target", "arm", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "odd_activation (Celu)" in result.output, result.output
+    assert not (tmp_path / "out").exists()
+    assert invoke("compile", tmp_path / "celu.onnx", "--target", "ort", "-o", tmp_path / "ok").exit_code == 0
