@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 from effc.errors import EffcError
 
-RUNNER_KINDS = ("native", "qemu-aarch64", "rpc", "ort")
-
 
 @dataclass(frozen=True)
 class Target:

@@ -105,10 +105,13 @@ def check_runs_here(target: Target) -> None:
 
 
 class NativeRunner(Runner):
-    """Runs the library in this process on the host CPU."""
+    """Runs the library in this process, on the target's device of this machine."""
 
     def __init__(self, folder: Path, meta: dict):
-        self.vm = vm_runner_module().VMRunner(str(folder), meta["library"], meta["params"])
+        import tvm
+
+        device = tvm.device(meta["target"].get("device", "cpu"))
+        self.vm = vm_runner_module().VMRunner(str(folder), meta["library"], meta["params"], device=device)
 
     def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         return self.vm(inputs)
