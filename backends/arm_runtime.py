@@ -48,7 +48,7 @@ class QemuRunner(Runner):
     """Runs backends/runner/vm_runner.py under qemu-aarch64, one emulated process per call (about 6 s to start)."""
 
     emulated = True
-    where = "qemu-aarch64 (emulated)"
+    where = "qemu-aarch64"
 
     def __init__(self, folder: Path, meta: dict):
         self.folder, self.meta = Path(folder), meta

@@ -130,7 +130,7 @@ def kernel_rows(times: dict[str, list[float]], sequence: list[str], onnx_nodes: 
 
 def peak_activation_bytes(model: Model) -> int:
     """Largest sum of live intermediate tensors over a topological run of `model` (inputs and outputs included,
-    constants excluded); tensors of unknown size count as zero."""
+    constants excluded); symbolic dims count as 1, tensors of unknown shape as zero."""
     nodes = list(model.graph.nodes)
     last_use: dict[int, int] = {}
     for i, node in enumerate(nodes):
@@ -152,13 +152,12 @@ def peak_activation_bytes(model: Model) -> int:
 def _nbytes(tensor: gs.Tensor) -> int:
     if isinstance(tensor, gs.Constant) or tensor.shape is None or tensor.dtype is None:
         return 0
-    if not all(isinstance(d, (int, np.integer)) and d >= 0 for d in tensor.shape):
-        return 0
     try:
         itemsize = np.dtype(tensor.dtype).itemsize
     except TypeError:
         return 0
-    return int(np.prod(tensor.shape, dtype=np.int64)) * itemsize
+    dims = [d if isinstance(d, (int, np.integer)) and d >= 0 else 1 for d in tensor.shape]  # symbolic dims count as 1
+    return int(np.prod(dims, dtype=np.int64)) * itemsize
 
 
 def profile_artifact(path: str | Path, *, repeat: int = 20, warmup: int = 3, rpc: str | None = None,

@@ -128,7 +128,8 @@ def profile_cmd(artifact_path, repeat, warmup, top, html_path, compare_ort, rpc,
     if as_json:
         print_json(profile.to_json())
         return
-    stdout.print(profile_table(profile, top))
+    if profile.kernels:
+        stdout.print(profile_table(profile, top))
     for line in profile_summary(profile):
         stdout.print(line)
     if html_path:
@@ -137,7 +138,7 @@ def profile_cmd(artifact_path, repeat, warmup, top, html_path, compare_ort, rpc,
 
 def profile_table(profile, top: int) -> Table:
     table = Table("kernel", "calls", "time", "share", "GFLOP/s", "ONNX nodes", title=f"top kernels of {profile.artifact}"
-                  + (" (emulated: qemu timings are not the board's)" if profile.emulated else ""), title_justify="left")
+                  + (" (emulated under qemu)" if profile.emulated else ""), title_justify="left")
     for row in profile.kernels[:top]:
         nodes = ", ".join(row.onnx_nodes[:3]) + (f" +{len(row.onnx_nodes) - 3}" if len(row.onnx_nodes) > 3 else "")
         table.add_row(row.name, str(row.calls), f"{row.median_ms:.3f} ms", f"{100 * row.share:.1f}%",
@@ -147,7 +148,7 @@ def profile_table(profile, top: int) -> Table:
 
 def profile_summary(profile) -> list[str]:
     lat = profile.latency
-    emulated = " [emulated under qemu]" if profile.emulated else ""
+    emulated = " (emulated: these timings are not the board's)" if profile.emulated else ""
     lines = [f"end-to-end on {profile.where}{emulated}: median {lat.median_ms:.3f} ms (p10 {lat.p10_ms:.3f}, "
              f"p90 {lat.p90_ms:.3f}) over {lat.repeats} runs"]
     if profile.kernel_total_ms is not None:
