@@ -11,11 +11,11 @@ from effc.calib import CalibrationData
 from effc.errors import EffcError
 from effc.ir import Model
 from effc.passbase import Pass, PassResult, register_pass
-from passes.calibrators import CalibratorName
-from passes.quant_measure import collect_statistics, integer_kernels, noise_stats, sqnr_db
-from passes.quant_plan import QuantPlan, plan_quantization
-from passes.quant_prepare import fold_batchnorm, fold_weight_subgraphs
-from passes.quant_qdq import ActivationFormat, write_qdq
+from effc.passes.calibrators import CalibratorName
+from effc.passes.quant_measure import collect_statistics, integer_kernels, noise_stats, sqnr_db
+from effc.passes.quant_plan import QuantPlan, plan_quantization
+from effc.passes.quant_prepare import fold_batchnorm, fold_weight_subgraphs
+from effc.passes.quant_qdq import ActivationFormat, write_qdq
 
 RANDOM_CALIBRATION_SAMPLES = 16
 
@@ -113,30 +113,43 @@ class Int8(Pass):
 
         quantized, current, writer = build(set())
         probe = _probe_names(model, plan)
-        measured = noise_stats(model, quantized, report_feeds, probe)
+        reference: dict = {}
+        measured = noise_stats(model, quantized, report_feeds, probe, reference)
         layers = _layer_rows(model, plan, measured, writer)
         if opts.sensitivity:
             with ctx.progress("int8: sensitivity", total=len(plan.nodes)) as bar:
                 for row in layers:
                     alone = set(plan.nodes) - {row["name"]}
                     single, _, _ = build(alone)
-                    one = noise_stats(model, single, report_feeds, [])
+                    one = noise_stats(model, single, report_feeds, [], reference)
                     row["alone_output_sqnr_db"] = _finite(one["output_sqnr"])
                     row["alone_agreement"] = one["agreement"]
                     bar.advance()
         kept: list[str] = []
         agreement = measured["agreement"]
-        if opts.accuracy_budget is not None and agreement is not None:
-            order = sorted(layers, key=_sensitivity_key)
-            while 1.0 - agreement > opts.accuracy_budget + 1e-12 and len(kept) < len(order):
-                kept.append(order[len(kept)]["name"])
-                quantized, current, writer = build(set(kept))
-                agreement = noise_stats(model, quantized, report_feeds, [])["agreement"]
-            if kept:
-                measured = noise_stats(model, quantized, report_feeds, probe)
-                _update_rows(layers, measured, set(kept))
-            if 1.0 - agreement > opts.accuracy_budget + 1e-12:
+        if opts.accuracy_budget is not None and agreement is not None and 1.0 - agreement > opts.accuracy_budget + 1e-12:
+            order = [row["name"] for row in sorted(layers, key=_sensitivity_key)]
+
+            def agreement_keeping(count: int) -> tuple[float, tuple]:
+                built = build(set(order[:count]))
+                return noise_stats(model, built[0], report_feeds, [], reference)["agreement"], built
+
+            # agreement grows (roughly monotonically) with the number of most-sensitive layers kept: bisect on it
+            low, high, best = 0, len(order), None
+            while low < high:
+                middle = (low + high) // 2
+                score, built = agreement_keeping(middle)
+                if 1.0 - score <= opts.accuracy_budget + 1e-12:
+                    high, best = middle, (score, built)
+                else:
+                    low = middle + 1
+            if best is None:
+                best = agreement_keeping(len(order))
                 ctx.warn(f"int8: accuracy budget {opts.accuracy_budget} not met even with every layer in float")
+            kept = order[:high]
+            agreement, (quantized, current, writer) = best
+            measured = noise_stats(model, quantized, report_feeds, probe, reference)
+            _update_rows(layers, measured, set(kept))
         model.graph = quantized.graph
         kernels = integer_kernels(model)
         report = {

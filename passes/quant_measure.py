@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from effc.ir import Model
 from effc.runtime import ort_session, run_session
-from passes.calibrators import RangeCollector
+from effc.passes.calibrators import RangeCollector
 
 INTEGER_OPS = frozenset({
     "QLinearConv", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm",
@@ -53,15 +53,23 @@ def collect_statistics(model: Model, feeds: Iterable[Mapping[str, np.ndarray]], 
     return collectors
 
 
-def noise_stats(reference: Model, candidate: Model, feeds: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]) -> dict:
-    """Per tensor: signal power and error power of `candidate` against `reference`; plus top-1 agreement of the outputs."""
+def noise_stats(reference: Model, candidate: Model, feeds: Sequence[Mapping[str, np.ndarray]], names: Sequence[str],
+                cache: dict | None = None) -> dict:
+    """Per tensor: signal power and error power of `candidate` against `reference`; plus top-1 agreement of the outputs.
+
+    `cache` (a dict the caller keeps) holds the reference's outputs between calls with the same feeds.
+    """
     outputs = [t.name for t in reference.graph.outputs]
-    ref_session = ort_session(exposing(reference, names))
+    key = tuple(names)
+    cache = {} if cache is None else cache
+    if key not in cache:
+        ref_session = ort_session(exposing(reference, names))
+        cache[key] = [run_session(ref_session, feed) for feed in feeds]
     cand_session = ort_session(exposing(candidate, names))
     signal, noise = Counter(), Counter()
     agree = total = 0
-    for feed in feeds:
-        ref, cand = run_session(ref_session, feed), run_session(cand_session, feed)
+    for feed, ref in zip(feeds, cache[key]):
+        cand = run_session(cand_session, feed)
         for name in {*names, *outputs}:
             r, c = ref[name].astype(np.float64), cand[name].astype(np.float64)
             signal[name] += float(np.sum(r * r))

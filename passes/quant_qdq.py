@@ -9,8 +9,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from effc.ir import Model
-from passes.calibrators import CalibratorName, RangeCollector
-from passes.quant_plan import QuantPlan
+from effc.passes.calibrators import CalibratorName, RangeCollector
+from effc.passes.quant_plan import QuantPlan
 
 WEIGHT_SCALE_KEY = "effc.int8_weight_scale."  # + weight tensor name: per-output-channel scales chosen upstream (cluster)
 

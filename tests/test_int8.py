@@ -16,7 +16,7 @@ from effc.errors import EffcError
 from effc.ir import load_model
 from effc.runtime import run_model
 from models.zoo import get
-from passes.calibrators import RangeCollector
+from effc.passes.calibrators import RangeCollector
 from tests.conftest import FLOAT, make_model
 
 
