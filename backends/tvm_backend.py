@@ -73,7 +73,10 @@ class TVMBackend(Backend):
         np.savez(out_dir / PARAMS, **{f"p{i:05d}": v for i, v in enumerate(values)})
         seconds["link"] = time.perf_counter() - start
         macs = layer_macs(model)
-        nodes = [[n.name, n.op, macs.get(n.name, 0)] for n in model.graph.nodes]
+        producer = {id(t): i for i, n in enumerate(model.graph.nodes) for t in n.outputs}
+        # [name, op, MACs, indices of the nodes producing its inputs]: what the profiler maps kernels onto
+        nodes = [[n.name, n.op, macs.get(n.name, 0), sorted({producer[id(t)] for t in n.inputs if id(t) in producer})]
+                 for n in model.graph.nodes]
         return Compiled(LIBRARY, PARAMS, {"onnx_nodes": nodes, "weight_bytes": int(sum(v.nbytes for v in values)),
                                           "peak_activation_bytes": peak_activation_bytes(model), "compile_seconds": seconds})
 

@@ -3,7 +3,8 @@
 Kernel -> ONNX node mapping: TVM's ONNX frontend keeps no node names or spans, but it emits Relax calls in the
 ONNX graph's topological order, and legalization and fusion keep that order; a fused kernel's name lists the Relax
 ops it contains (fused_conv2d1_add2_relu1). So the calls of one run, in order, are aligned with the ONNX nodes in
-order: each op in a kernel's name claims the next unclaimed ONNX node (within a short window) whose op lowers to it.
+order: each op in a kernel's name claims the next unclaimed ONNX node (within a short window) whose op lowers to it,
+preferring, inside a fused kernel, a consumer of a node the same call already claimed (dataflow beats order).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ RELAX_OPS = {
     "Sub": ("subtract",), "Mul": ("multiply",), "Div": ("divide",), "Relu": ("relu",), "Clip": ("clip", "minimum", "maximum"),
     "BatchNormalization": ("batch_norm",), "MaxPool": ("max_pool2d", "max_pool1d"), "AveragePool": ("avg_pool2d",),
     "GlobalAveragePool": ("mean", "adaptive_avg_pool2d", "sum", "divide"), "Softmax": ("softmax",),
-    "LayerNormalization": ("layer_norm",), "Concat": ("concatenate", "concat"), "Gather": ("take",),
+    "LayerNormalization": ("layer_norm",), "Concat": ("concatenate", "concat"), "Gather": ("take", "less", "add", "where"),
     "Transpose": ("permute_dims", "transpose"), "Reshape": ("reshape",), "Flatten": ("reshape",),
     "Squeeze": ("squeeze", "reshape"), "Unsqueeze": ("expand_dims", "reshape"), "Pow": ("power",),
     "ReduceMean": ("mean",), "ReduceSum": ("sum",), "Cast": ("astype", "cast"), "Expand": ("broadcast_to",),
@@ -86,7 +87,7 @@ def kernel_ops(symbol: str) -> list[str]:
 
 
 def map_kernels(sequence: list[str], onnx_nodes: list[list]) -> dict[str, list[int]]:
-    """Kernel symbol -> indices into `onnx_nodes` ([name, op, macs] in topological order) it computes.
+    """Kernel symbol -> indices into `onnx_nodes` ([name, op, macs, producer indices] in topological order) it computes.
 
     Each op of each call claims the first unclaimed ONNX node of a matching op in a window around the last claim:
     fusion may pull a node slightly ahead of its topological place (a residual branch's batch norm), and nodes that
@@ -98,18 +99,29 @@ def map_kernels(sequence: list[str], onnx_nodes: list[list]) -> dict[str, list[i
     for symbol in sequence:
         if is_builtin(symbol):
             continue
-        this_call: list[int] = []
+        this_call: dict[int, set[str]] = {}  # node index -> the ops of this call it accounts for
         for op in kernel_ops(symbol):
-            if any(op in lowers_to(onnx_nodes[j][1]) for j in this_call):
-                continue  # one ONNX node lowered to several Relax ops (Clip -> maximum, minimum)
-            for j in range(max(0, last - LOOKAHEAD // 2), min(last + LOOKAHEAD, len(onnx_nodes))):
+            # One ONNX node may lower to several Relax ops (Clip -> maximum, minimum; Gemm -> matmul, add).
+            owner = next((j for j, ops in this_call.items() if op in lowers_to(onnx_nodes[j][1]) and op not in ops), None)
+            if owner is not None:
+                this_call[owner].add(op)
+                continue
+            window = range(max(0, last - LOOKAHEAD // 2), min(last + LOOKAHEAD, len(onnx_nodes)))
+            # Inside a fused kernel, prefer a consumer of a node this call already claimed (the bias Add of its MatMul).
+            consumers = [j for j in window if this_call and set(_producers(onnx_nodes[j])) & set(this_call)]
+            for j in [*consumers, *window]:
                 if not taken[j] and op in lowers_to(onnx_nodes[j][1]):
                     taken[j] = True
-                    this_call.append(j)
+                    this_call[j] = {op}
                     last = max(last, j)
                     break
-        claimed.setdefault(symbol, []).extend(this_call)
+        if this_call:
+            claimed.setdefault(symbol, []).extend(this_call)
     return claimed
+
+
+def _producers(node: list) -> list[int]:
+    return node[3] if len(node) > 3 else []
 
 
 def kernel_rows(times: dict[str, list[float]], sequence: list[str], onnx_nodes: list[list], e2e_ms: float) -> list[KernelRow]:
