@@ -46,13 +46,26 @@ def activation_format(target: str | None, activations: str, symmetric: bool) -> 
 class Int8(Pass):
     """Quantize to int8 QDQ: per-channel int8 weights, calibrated per-tensor activations, sensitivity report.
 
-    Calibration data comes from the context (refused without it unless random calibration was allowed).
+    Calibration data comes from the context (refused without it unless random calibration was allowed, with a
+    warning). Before quantizing, weights computed from constants only (a clustered weight's decoder) are folded,
+    and BatchNormalization after Conv is folded into the Conv. Weights of Conv/ConvTranspose/Gemm/MatMul are
+    int8 symmetric per output channel (max|w|/127, or the scales in metadata `effc.int8_weight_scale.<name>`);
+    per_channel=false writes one scale repeated per channel. Biases are int32 with scale input_scale *
+    weight_scale, corrected (bias_correction) for the mean shift weight rounding causes. Constant tables read
+    by Gather/Slice (embeddings) are stored int8. Activations are per tensor; the type follows the target (see
+    `activation_format`): uint8 for ONNX Runtime and TVM x86, int8 for arm. TVM 0.27 lowers QDQ to float math,
+    so for TVM targets the output is the same standard QDQ ONNX (numerically what integer kernels compute).
+
+    Report (ctx.reports["int8"]): per layer its output SQNR in the quantized model, the noise it adds itself
+    (local SQNR) and its weights' SQNR; top-1 agreement and output SQNR against float on the calibration
+    samples; the integer kernels ONNX Runtime actually runs (and float compute left); layers not quantized, why.
+
     `accuracy_budget` is the largest allowed loss of top-1 agreement with the float model on the calibration
     set (a fraction: 0.01 = one sample in a hundred may change its argmax); calibration data has no labels,
-    so agreement stands in for accuracy. Layers are kept in float, most sensitive first, until the budget is
-    met. Sensitivity ranks layers by the quantization noise each adds (its output SQNR against its inputs'),
-    or, with `sensitivity=true`, by the end-to-end drift with only that layer quantized (one extra model run
-    over the report samples per layer).
+    so agreement stands in for accuracy. The most sensitive layers stay float (the fewest that meet the budget,
+    found by bisection). Sensitivity ranks layers by the noise each adds (local SQNR, free), or, with
+    `sensitivity=true`, first by the agreement with only that layer quantized (one model run over the
+    report samples per layer: expensive on big models, hence an option).
     """
 
     name = "int8"
@@ -98,10 +111,10 @@ class Int8(Pass):
         fmt, why = activation_format(ctx.target, opts.activations, opts.symmetric_activations)
 
         total = calibration.num_samples(specs) if opts.samples is None else min(opts.samples, calibration.num_samples(specs))
-        batches = list(calibration.batches(specs, limit=opts.samples))  # feed dicts are views; arrays load lazily
         means = {_input_name(model, n) for n in plan.weighted}
-        with ctx.progress("int8: calibrating", total=len(batches)) as bar:
-            stats = collect_statistics(model, batches, plan.calibrated, histogram=opts.calibrator != "minmax",
+        with ctx.progress("int8: calibrating", total=None) as bar:
+            # streamed: one batch in memory at a time (a folder of .npy files is memory-mapped)
+            stats = collect_statistics(model, calibration.batches(specs, limit=opts.samples), plan.calibrated, histogram=opts.calibrator != "minmax",
                                        means=means if opts.bias_correction else set(), progress=bar)
         report_feeds = list(calibration.batches(specs, limit=opts.report_samples))
 
@@ -156,18 +169,18 @@ class Int8(Pass):
             "target": ctx.target or "onnxruntime",
             "format": {"activations": f"{np.dtype(fmt.dtype).name} {'symmetric' if fmt.symmetric else 'asymmetric'} per-tensor",
                        "weights": f"int8 symmetric {'per-channel' if opts.per_channel else 'per-tensor'}", "why": why},
-            "calibrator": opts.calibrator, "calibration_samples": total, "report_samples": measured_samples(report_feeds),
+            "calibrator": opts.calibrator, "calibration_samples": total, "report_samples": _sample_count(report_feeds),
             "top1_agreement": agreement, "output_sqnr_db": _finite(measured["output_sqnr"]),
             "layers": layers, "kept_float": kept,
             "not_quantized": {k: v for k, v in plan.skipped.items()},
-            "kernels": kernels, "folded": folded,
+            "kernels": kernels, "folded": folded, "int8_tables": writer.tables,
         }
         stats_out = {"quantized_layers": len(current.nodes), "kept_float": len(kept), "integer_kernels": sum(kernels["integer"].values()),
                      "float_compute_ops": sum(kernels["float"].values()), "top1_agreement": -1.0 if agreement is None else round(agreement, 4)}
         return PassResult(True, stats_out, report)
 
 
-def measured_samples(feeds: list[dict]) -> int:
+def _sample_count(feeds: list[dict]) -> int:
     return sum(len(next(iter(f.values()))) if f else 0 for f in feeds)
 
 
