@@ -21,7 +21,7 @@ from effc.runtime import ort_session
 
 
 class LeastSquares:
-    """min ||A W + 1 b - Y||^2 + ridge * ||W||^2, accumulated batch by batch."""
+    """min ||A W + 1 b - Y||^2 + ridge * ||(W, b) - prior||^2, accumulated batch by batch."""
 
     def __init__(self, features: int, outputs: int, *, bias: bool):
         width = features + (1 if bias else 0)
@@ -33,13 +33,14 @@ class LeastSquares:
 
     def add(self, a: np.ndarray, y: np.ndarray) -> None:
         """Add rows: `a` [rows, features] inputs, `y` [rows, outputs] targets."""
-        a = np.asarray(a, dtype=np.float64)
+        # float32 products (the data is float32 anyway), float64 sums across batches
+        a = np.asarray(a, dtype=np.float32)
         if self.bias:
-            a = np.hstack([a, np.ones((len(a), 1))])
-        y = np.asarray(y, dtype=np.float64)
+            a = np.hstack([a, np.ones((len(a), 1), np.float32)])
+        y = np.asarray(y, dtype=np.float32)
         self.ata += a.T @ a
         self.aty += a.T @ y
-        self.yty += (y * y).sum(axis=0)
+        self.yty += (y.astype(np.float64) ** 2).sum(axis=0)
         self.rows += len(a)
 
     def merged(self, other: "LeastSquares") -> "LeastSquares":
@@ -53,24 +54,26 @@ class LeastSquares:
               prior: tuple[np.ndarray, np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Weights [features, outputs] and bias [outputs] (None without bias).
 
-        The ridge term (relative to the mean diagonal of A^T A) pulls the weights towards `prior`
-        (the current weights, when given) rather than towards zero, so few rows cannot wreck a layer.
+        The ridge term (relative to the mean diagonal of A^T A) pulls the weights and bias towards
+        `prior` (the current ones, when given) rather than towards zero, so few rows cannot wreck a layer.
         """
-        width = len(self.ata)
-        damp = ridge * max(np.trace(self.ata) / width, 1e-12)
-        reg = np.eye(width) * damp
-        if self.bias:
-            reg[-1, -1] = 0.0  # the bias is not shrunk
-        rhs = self.aty.copy()
-        if prior is not None:
-            rhs += reg @ self._stack(*prior)
+        damp = ridge * self._scale()
+        rhs = self.aty + damp * self._prior(prior)
+        system = self.ata + damp * np.eye(len(self.ata))
         try:
-            solution = np.linalg.solve(self.ata + reg, rhs)
+            solution = np.linalg.solve(system, rhs)
         except np.linalg.LinAlgError:  # singular even with the ridge (e.g. all-zero inputs): least-norm answer
-            solution = np.linalg.lstsq(self.ata + reg, rhs, rcond=None)[0]
-        if self.bias:
-            return solution[:-1], solution[-1]
-        return solution, None
+            solution = np.linalg.lstsq(system, rhs, rcond=None)[0]
+        return self._split(solution)
+
+    def _scale(self) -> float:
+        return max(float(np.trace(self.ata)) / len(self.ata), 1e-12)
+
+    def _prior(self, prior) -> np.ndarray:
+        return np.zeros_like(self.aty) if prior is None else self._stack(*prior)
+
+    def _split(self, solution: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return (solution[:-1], solution[-1]) if self.bias else (solution, None)
 
     def _stack(self, weights: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         if not self.bias:
@@ -101,10 +104,12 @@ def validated_fit(train: LeastSquares, held_out: LeastSquares, prior: tuple[np.n
         weights, bias = train.solve(1e-3, prior)
         return weights, bias, 1e-3, train.relative_error(weights, bias)
     best_error, best_ridge = held_out.relative_error(*prior), None
-    for ridge in ridges:
+    for ridge in sorted(ridges, reverse=True):  # strong to weak; the held-out error is about unimodal in the ridge
         error = held_out.relative_error(*train.solve(ridge, prior))
         if error < best_error:
             best_error, best_ridge = error, ridge
+        elif best_ridge is not None:
+            break
     if best_ridge is None:
         return prior[0], prior[1], None, best_error
     weights, bias = train.merged(held_out).solve(best_ridge, prior)

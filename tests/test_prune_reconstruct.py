@@ -19,9 +19,9 @@ def test_least_squares_recovers_weights_and_bias_from_batches():
         a = rng.standard_normal((50, 6))
         system.add(a, a @ w + b)
     got_w, got_b = system.solve(ridge=0.0)
-    np.testing.assert_allclose(got_w, w, atol=1e-8)
-    np.testing.assert_allclose(got_b, b, atol=1e-8)
-    assert system.relative_error(got_w, got_b) < 1e-12
+    np.testing.assert_allclose(got_w, w, atol=1e-5)  # products are float32, like the activations
+    np.testing.assert_allclose(got_b, b, atol=1e-5)
+    assert system.relative_error(got_w, got_b) < 1e-6
     assert system.rows == 200
 
 
@@ -32,7 +32,7 @@ def test_relative_error_matches_a_direct_computation():
     system.add(a, y)
     w = rng.standard_normal((5, 2))
     direct = np.sum((a @ w - y) ** 2) / np.sum(y ** 2)
-    assert abs(system.relative_error(w, None) - direct) < 1e-9
+    assert abs(system.relative_error(w, None) - direct) < 1e-6 * direct
 
 
 def test_too_few_rows_stay_near_the_prior():
