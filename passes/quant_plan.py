@@ -76,7 +76,8 @@ def eligibility(node: gs.Node) -> str | None:
     if op in ELEMENTWISE:
         return None if all(_activation(t) for t in node.inputs) else "an input is a constant"
     if op in OTHER_QUANTIZED:
-        return None if all(_activation(t) for t in node.inputs[:1]) and all(_activation(t) for t in node.inputs if op == "Concat") else "non-float input"
+        inputs = node.inputs if op == "Concat" else node.inputs[:1]
+        return None if all(_activation(t) for t in inputs) else "an input is not a float activation"
     return "not a quantizable op"
 
 
