@@ -156,9 +156,10 @@ class Int8(Pass):
                     high, best = middle, (score, built)
                 else:
                     low = middle + 1
-            if best is None:
+            if best is None:  # only keeping every layer is left to try
                 best = agreement_keeping(len(order))
-                ctx.warn(f"int8: accuracy budget {opts.accuracy_budget} not met even with every layer in float")
+                if 1.0 - best[0] > opts.accuracy_budget + 1e-12:
+                    ctx.warn(f"int8: accuracy budget {opts.accuracy_budget} not met even with every layer in float")
             kept = order[:high]
             agreement, (quantized, current, writer) = best
             measured = noise_stats(model, quantized, report_feeds, probe, reference)
@@ -216,10 +217,18 @@ def _layer_rows(model: Model, plan: QuantPlan, measured: dict, writer) -> list[d
             "name": name, "op": node.op, "output": out,
             "sqnr_db": _finite(sqnr_db(signal[out], noise[out])),
             "local_sqnr_db": _finite(sqnr_db(1.0, max(ratio_out - ratio_in, 1e-12))),
-            "weight_sqnr_db": _finite(writer.weight_error.get(node.inputs[1].name, float("inf"))) if name in plan.weighted else None,
+            "weight_sqnr_db": _weight_sqnr(node, plan, writer),
             "kept_float": False,
         })
     return rows
+
+
+def _weight_sqnr(node, plan: QuantPlan, writer) -> float | None:
+    if node.name in plan.weighted:
+        return _finite(writer.weight_error.get(node.inputs[1].name, float("inf")))
+    if node.name in plan.tables:
+        return _finite(writer.weight_error.get(node.inputs[0].name, float("inf")))
+    return None
 
 
 def _update_rows(rows: list[dict], measured: dict, kept: set[str]) -> None:

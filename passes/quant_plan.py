@@ -22,6 +22,8 @@ OTHER_QUANTIZED = ("Concat", "AveragePool", "GlobalAveragePool", "MaxPool")
 ABSORBED = ("Relu", "Clip")
 PASSTHROUGH = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
 FLOAT_OUTPUT_OK = ("Gemm", "MatMul")  # ORT fuses them with a float output
+TABLE_CONSUMERS = ("Gather", "Slice")  # ops that read rows of a constant table (embeddings): the table is stored int8
+TABLE_MIN_ELEMENTS = 1024
 
 
 @dataclass
@@ -33,6 +35,7 @@ class QuantPlan:
     nodes: list[str] = field(default_factory=list)
     weighted: list[str] = field(default_factory=list)
     tensors: dict[str, str] = field(default_factory=dict)
+    tables: list[str] = field(default_factory=list)  # Gather/Slice nodes whose constant table is stored int8
     layer_outputs: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # node name -> why it stays float
 
@@ -73,6 +76,8 @@ def eligibility(node: gs.Node) -> str | None:
         if _activation(a) and _activation(b):
             return None
         return "inputs are not float activations or a 2-D constant weight"
+    if op in TABLE_CONSUMERS:
+        return None
     if op in ELEMENTWISE:
         return None if all(_activation(t) for t in node.inputs) else "an input is a constant"
     if op in OTHER_QUANTIZED:
@@ -105,7 +110,7 @@ def plan_quantization(model: Model, exclude: set[str] = frozenset(), keep_float:
     plan = QuantPlan()
     candidates = []
     for node in graph.nodes:
-        if node.op not in (*WEIGHTED, *ELEMENTWISE, *OTHER_QUANTIZED):
+        if node.op not in (*WEIGHTED, *ELEMENTWISE, *OTHER_QUANTIZED) and not _reads_table(node):
             continue
         if node.name in exclude or node.op in exclude:
             plan.skipped[node.name] = "excluded by the user"
@@ -125,6 +130,10 @@ def plan_quantization(model: Model, exclude: set[str] = frozenset(), keep_float:
             plan.skipped[node.name] = "input is not quantized"
             continue
         plan.nodes.append(node.name)
+        if node.op in TABLE_CONSUMERS:
+            plan.tables.append(node.name)
+            plan.layer_outputs[node.name] = node.outputs[0].name
+            continue
         if node.op in WEIGHTED and isinstance(node.inputs[1], gs.Constant):
             plan.weighted.append(node.name)
         needed.extend(_data_inputs(node))
@@ -138,6 +147,14 @@ def plan_quantization(model: Model, exclude: set[str] = frozenset(), keep_float:
             needed.append(out)
     _assign_owners(plan, needed)
     return plan
+
+
+def _reads_table(node: gs.Node) -> bool:
+    if node.op not in TABLE_CONSUMERS or not node.inputs:
+        return False
+    table = node.inputs[0]
+    return (isinstance(table, gs.Constant) and table.values.dtype == np.float32 and table.values.size >= TABLE_MIN_ELEMENTS
+            and all(c.op in TABLE_CONSUMERS for c in table.outputs))
 
 
 def _quantized_input(node: gs.Node, needed: list[gs.Tensor], candidates: list[gs.Node]) -> bool:

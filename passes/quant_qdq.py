@@ -173,22 +173,17 @@ class QDQWriter:
         return out
 
 
-TABLE_CONSUMERS = ("Gather", "Slice")  # ops that read rows of a constant table (embeddings)
-TABLE_MIN_ELEMENTS = 1024
-
-
-def quantize_tables(model: Model, writer: "QDQWriter") -> int:
+def quantize_tables(model: Model, writer: "QDQWriter", names: list[str]) -> int:
     """Store large constant tables read by Gather/Slice as int8 (per-tensor symmetric) behind a DequantizeLinear.
 
     A Gather output gets a Q/DQ pair with the table's own scale, so ONNX Runtime gathers int8 rows and the
     pair adds no error. Returns how many tables were quantized.
     """
     count = 0
-    for node in [n for n in model.graph.nodes if n.op in TABLE_CONSUMERS]:
+    wanted = set(names)
+    for node in [n for n in model.graph.nodes if n.name in wanted]:
         table = node.inputs[0]
-        if not isinstance(table, gs.Constant) or table.values.dtype != np.float32 or table.values.size < TABLE_MIN_ELEMENTS:
-            continue
-        if any(c.op not in TABLE_CONSUMERS for c in table.outputs):
+        if not isinstance(table, gs.Constant):  # shared with a node quantized before
             continue
         values = np.asarray(table.values, np.float32)
         peak = float(np.max(np.abs(values)))
@@ -234,6 +229,6 @@ def write_qdq(model: Model, plan: QuantPlan, stats: dict[str, RangeCollector], f
         writer.quantize_weighted(node, None if scale is None else float(scale), mean, correct_bias)
     for name, owner in plan.tensors.items():
         writer.quantize_activation(tensors[name], owner)
-    writer.tables = quantize_tables(model, writer)
+    writer.tables = quantize_tables(model, writer, plan.tables)
     model.cleanup()
     return writer
