@@ -225,3 +225,22 @@ def test_resnet18_fuses_into_integer_kernels_and_shrinks():
     assert kernels["integer"]["QLinearConv"] == 20 and kernels["integer"]["QLinearAdd"] == 8
     assert model.serialized_size() <= 0.27 * float_model.serialized_size()
     assert model.output_specs() == float_model.output_specs()
+
+
+def test_embedding_table_stored_int8_and_reported():
+    rng = np.random.default_rng(7)
+    table = rng.standard_normal((100, 32)).astype(np.float32)
+    w = rng.standard_normal((32, 8)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"), helper.make_node("MatMul", ["e", "w"], ["y"], name="mm")]
+    proto = make_model(nodes, [("ids", onnx.TensorProto.INT64, ["N", 5])], [("y", FLOAT, ["N", 5, 8])], {"table": table, "w": w})
+    ids = rng.integers(0, 100, size=(16, 5)).astype(np.int64)
+    ctx = Context(calibration=CalibrationData({"ids": ids}))
+    model = optimize(load_model(proto), "int8", ctx).model
+    assert all(c.values.dtype != np.float32 or c.values.size < 100 for c in model.constants())
+    rows = {row["name"]: row for row in ctx.reports["int8"]["layers"]}
+    assert rows["embed"]["weight_sqnr_db"] > 35 and rows["mm"]["op"] == "MatMul"
+    expected = table[ids] @ w
+    got = run_model(model, {"ids": ids})["y"]
+    assert 10 * np.log10(np.sum(expected**2) / np.sum((got - expected) ** 2)) > 30
+    kept = optimize(load_model(proto), "int8(exclude=[embed])", Context(calibration=CalibrationData({"ids": ids}))).model
+    assert any(c.values.dtype == np.float32 and c.values.shape == (100, 32) for c in kept.constants())
