@@ -71,6 +71,7 @@ class Model:
         return cls(graph, metadata, source)
 
     def to_proto(self) -> onnx.ModelProto:
+        _repack_4bit_constants(self.graph)
         proto = gs.export_onnx(self.graph, do_type_check=False)
         del proto.metadata_props[:]
         for key, value in sorted(self.metadata.items()):
@@ -132,6 +133,16 @@ class Model:
 
     def save(self, path: str | os.PathLike) -> Path:
         return save_model(self, path)
+
+
+def _repack_4bit_constants(graph: gs.Graph) -> None:
+    """gs exports loaded 4-bit arrays one byte per value; hand it ONNX's packed tensor instead (cluster indices)."""
+    from onnx_graphsurgeon.ir.tensor import LazyValues
+
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Constant) and not isinstance(tensor._values, LazyValues) and tensor.dtype.itemsize == 1 \
+                and tensor.dtype.name in ("uint4", "int4"):
+            tensor.values = LazyValues(onnx.numpy_helper.from_array(tensor.values, tensor.name))
 
 
 def _spec(tensor: gs.Tensor) -> TensorSpec:

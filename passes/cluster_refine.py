@@ -1,0 +1,142 @@
+"""Data-aware codebook refinement: with the cluster assignment fixed, refit codebook values and bias by least squares.
+
+A layer computes y[r, o] = sum_f X[r, f] W[f, o] + b[o]. With W[f, o] = c[idx[f, o]] (one codebook c) or
+c_o[idx[f, o]] (one per output channel), y[r, o] = Z_o[r, :] c + b[o] where Z_o[r, j] sums the inputs X[r, f]
+whose weight in column o uses entry j. The float layer's outputs on calibration inputs are the target; the bias
+absorbs the mean (centred least squares), so refitting costs one segment sum over X per output channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from effc.ir import Model
+from effc.passes.reconstruct import conv_geometry, conv_patches, intermediate_session, sample_positions
+
+RIDGE = 1e-3  # relative to the mean diagonal; pulls the codebook towards the k-means one when data is scarce
+
+
+@dataclass
+class ClusteredWeight:
+    """One clustered weight: codebook [k] (scope tensor) or [channels, k] (scope channel), indices of the weight's shape."""
+
+    node: gs.Node
+    weight: np.ndarray
+    codebook: np.ndarray
+    indices: np.ndarray
+    axis: int  # the weight axis of output channels
+    bias: np.ndarray | None = None  # a refitted bias (output channels), to be written into the layer
+
+    @property
+    def per_channel(self) -> bool:
+        return self.codebook.ndim == 2
+
+
+def refinable(node: gs.Node) -> bool:
+    """Layers whose output is a plain matrix product of input rows: 2-D Conv with group 1, Gemm (alpha 1), 2-D MatMul."""
+    if node.op == "Conv":
+        return int(node.attrs.get("group", 1)) == 1 and len(node.inputs[1].shape) == 4 and conv_geometry(node) is not None
+    if node.op == "Gemm":
+        return float(node.attrs.get("alpha", 1.0)) == 1.0 and not node.attrs.get("transA", 0) and _gemm_bias_ok(node)
+    return node.op == "MatMul" and len(node.inputs[1].shape) == 2
+
+
+def refine(model: Model, layers: list[ClusteredWeight], feeds: list[dict], rows: int, rng: np.random.Generator) -> int:
+    """Refit the codebooks (and biases) of `layers` against the float `model` on calibration `feeds`; returns how many."""
+    layers = [layer for layer in layers if refinable(layer.node)]
+    if not layers or not feeds:
+        return 0
+    inputs = {layer.node.name: _input_rows(model, layer.node, feeds, rows, rng) for layer in layers}
+    for layer in layers:
+        x = inputs[layer.node.name]
+        w = _as_matrix(layer.node, layer.weight)
+        idx = _as_matrix(layer.node, layer.indices)
+        codebook = layer.codebook
+        has_bias = layer.node.op != "MatMul"
+        old_bias = _bias(layer.node, w.shape[1])
+        new_codebook, shift = _fit(x, w, idx, codebook, has_bias)
+        layer.codebook = new_codebook.astype(np.float32)
+        if has_bias:
+            layer.bias = (old_bias + shift).astype(np.float32)
+    return len(layers)
+
+
+def _fit(x: np.ndarray, w: np.ndarray, idx: np.ndarray, codebook: np.ndarray, centred: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(codebook, bias shift [O]) minimising the layer output error over the rows of x."""
+    k = codebook.shape[-1]
+    target = x @ w  # [R, O] float layer output without bias
+    outputs = w.shape[1]
+    hessians, gradients, z_means = [], [], []
+    for o in range(outputs):
+        order = np.argsort(idx[:, o], kind="stable")
+        bounds = np.searchsorted(idx[order, o], np.arange(k + 1))
+        sums = np.concatenate([np.zeros((len(x), 1)), np.cumsum(x[:, order], axis=1)], axis=1)
+        z = sums[:, bounds[1:]] - sums[:, bounds[:-1]]  # [R, k]: inputs summed per codebook entry
+        y = target[:, o]
+        if centred:
+            z_mean = z.mean(axis=0)
+            z, y = z - z_mean, y - y.mean()
+            z_means.append(z_mean)
+        hessians.append(z.T @ z)
+        gradients.append(z.T @ y)
+    hessians, gradients = np.asarray(hessians), np.asarray(gradients)
+    if codebook.ndim == 1:
+        new = _ridge_solve(hessians.sum(axis=0), gradients.sum(axis=0), codebook)
+        fitted = np.broadcast_to(new, (outputs, k))
+    else:
+        new = np.stack([_ridge_solve(h, g, c) for h, g, c in zip(hessians, gradients, codebook)])
+        fitted = new
+    if not centred:
+        return new, np.zeros(outputs)
+    # b' = mean(y) - mean(Z) c, and mean(y) = b + mean(x) w
+    shift = target.mean(axis=0) - np.einsum("ok,ok->o", np.asarray(z_means), fitted)
+    return new, shift
+
+
+def _ridge_solve(h: np.ndarray, g: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    damp = RIDGE * max(float(np.trace(h)) / len(h), 1e-12)
+    return np.linalg.solve(h + damp * np.eye(len(h)), g + damp * prior)
+
+
+def _input_rows(model: Model, node: gs.Node, feeds: list[dict], rows: int, rng: np.random.Generator) -> np.ndarray:
+    session = intermediate_session(model, [node.inputs[0].name])
+    per_feed = max(1, rows // len(feeds))
+    collected = []
+    for feed in feeds:
+        x = session.run([node.inputs[0].name], feed)[0]
+        if node.op == "Conv":
+            kernel, strides, pads, dilations = conv_geometry(node)
+            out_h = (x.shape[2] + pads[0] + pads[2] - dilations[0] * (kernel[0] - 1) - 1) // strides[0] + 1
+            out_w = (x.shape[3] + pads[1] + pads[3] - dilations[1] * (kernel[1] - 1) - 1) // strides[1] + 1
+            positions = sample_positions((x.shape[0], 0, out_h, out_w), per_feed, rng)
+            collected.append(conv_patches(x, kernel, strides, pads, dilations, positions))
+        else:
+            flat = x.reshape(-1, x.shape[-1])
+            collected.append(flat[rng.choice(len(flat), size=min(per_feed, len(flat)), replace=False)])
+    return np.concatenate(collected).astype(np.float64)
+
+
+def _as_matrix(node: gs.Node, array: np.ndarray) -> np.ndarray:
+    """A weight-shaped array as [features, outputs]."""
+    if node.op == "Conv":
+        return array.reshape(array.shape[0], -1).T
+    if node.op == "Gemm" and node.attrs.get("transB", 0):
+        return array.T
+    return array
+
+
+def _bias(node: gs.Node, outputs: int) -> np.ndarray:
+    if len(node.inputs) > 2 and node.inputs[2].name:
+        beta = float(node.attrs.get("beta", 1.0)) if node.op == "Gemm" else 1.0
+        return beta * np.broadcast_to(np.asarray(node.inputs[2].values, np.float64).reshape(-1), (outputs,))
+    return np.zeros(outputs)
+
+
+def _gemm_bias_ok(node: gs.Node) -> bool:
+    if len(node.inputs) < 3 or not node.inputs[2].name:
+        return True
+    c = node.inputs[2]
+    return isinstance(c, gs.Constant) and c.values.size in (1, max(c.values.shape or (1,)))
