@@ -16,6 +16,7 @@ from effc.passbase import Pass, PassResult, register_pass
 from effc.passes.cluster_refine import ClusteredWeight, refine
 from effc.passes.cluster_storage import decode_weights, index_dtype, raise_opset, write_decoder
 from effc.passes.kmeans import Init, Solver, kmeans_1d
+from effc.passes.quant_prepare import fold_batchnorm
 from effc.passes.quant_qdq import WEIGHT_SCALE_KEY, weight_axis
 
 __all__ = ["Cluster", "decode_weights"]
@@ -69,6 +70,9 @@ class Cluster(Pass):
         if not eligible_layers(model, opts.min_size, opts.exclude):
             return PassResult(False, {"clustered_layers": 0})
         bytes_before = model.serialized_size()
+        snap = "int8" in ctx.upcoming
+        if snap:  # int8 would fold BatchNorm into the decoded weight later, scaling it off the grid we snap to
+            fold_batchnorm(model)
         raised = opts.k <= 16 and raise_opset(model)
         layers = eligible_layers(model, opts.min_size, opts.exclude)  # again: raising the opset rebuilt the graph
         reference = model.copy()
@@ -81,7 +85,6 @@ class Cluster(Pass):
         if opts.reconstruct:
             with ctx.progress("cluster: refitting codebooks", total=None):
                 refined = refine(reference, clustered, _feeds(model, ctx, opts.samples), opts.rows, ctx.rng("cluster"))
-        snap = "int8" in ctx.upcoming
         report = []
         for layer in clustered:
             scales = _snap_to_int8(layer) if snap else None

@@ -19,7 +19,7 @@ Solver = Literal["numpy", "sklearn"]
 KMEANS_PP_SAMPLE = 4096  # k-means++ seeding looks at a random subsample; Lloyd then runs on every value
 
 
-def kmeans_1d(values: np.ndarray, k: int, init: Init = "kmeans++", *, iterations: int = 50, seed: int = 0,
+def kmeans_1d(values: np.ndarray, k: int, init: Init = "kmeans++", *, iterations: int = 500, seed: int = 0,
               solver: Solver = "numpy") -> tuple[np.ndarray, np.ndarray]:
     """Cluster the values of an array into at most k shared values.
 

@@ -1,0 +1,188 @@
+"""The cluster pass: storage (UINT4/UINT8 indices, decoder, file size), refit, scopes, orders, refusals, digits CNN."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+import effc
+from effc.calib import CalibrationData
+from effc.errors import EffcError
+from effc.ir import load_model
+from effc.passes.cluster import decode_weights
+from effc.runtime import run_model
+from models.zoo import get
+from tests.conftest import FLOAT, make_model
+
+
+def conv_gemm_model(seed=0):
+    """x[N,4,6,6] -> Conv(16, 3x3, bias) -> Relu -> Flatten -> Gemm(576 -> 8, transB) -> y"""
+    rng = np.random.default_rng(seed)
+    inits = {"w": rng.standard_normal((16, 4, 3, 3)).astype(np.float32), "b": rng.standard_normal(16).astype(np.float32),
+             "fc": (rng.standard_normal((8, 576)) * 0.05).astype(np.float32), "fcb": np.zeros(8, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["h"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Flatten", ["r"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc", "fcb"], ["y"], name="fc", transB=1)]
+    return load_model(make_model(nodes, [("x", FLOAT, ["N", 4, 6, 6])], [("y", FLOAT, None)], inits))
+
+
+def calibration(n=16, seed=1):
+    return CalibrationData({"x": np.random.default_rng(seed).standard_normal((n, 4, 6, 6)).astype(np.float32)})
+
+
+def run(model, spec, calib=None, **ctx):
+    return effc.optimize(model, spec, effc.Context(calibration=calib, **ctx)).model
+
+
+def initializer(model, suffix):
+    return next(t for t in model.to_proto().graph.initializer if t.name.endswith(suffix))
+
+
+def test_uint4_storage_decoder_and_file_size():
+    model = conv_gemm_model()
+    out = run(model.copy(), "cluster(k=16,min_size=100,reconstruct=false)")
+    assert out.opset == 21  # Cast from 4-bit types needs opset 21
+    proto = out.to_proto()
+    indices = [t for t in proto.graph.initializer if t.name.endswith("/indices")]
+    assert [t.data_type for t in indices] == [onnx.TensorProto.UINT4] * 2
+    assert sorted(len(t.raw_data) for t in indices) == [math.ceil(576 / 2), math.ceil(4608 / 2)]  # two per byte
+    assert all(len(initializer(out, f"{w}/cluster/codebook").raw_data) == 16 * 4 for w in ("w", "fc"))
+    assert initializer(out, "b").dims == [16]  # the bias is too small to cluster
+    assert {"Cast", "Gather"} <= {n.op for n in out.graph.nodes}
+    # the file is the float file less the weights, plus codebooks and packed indices
+    float_weights = (4608 + 576) * 4
+    stored = (4608 + 576) // 2 + 2 * 16 * 4
+    assert abs(out.serialized_size() - (model.serialized_size() - float_weights + stored)) < 1000
+    # decoded weights hold at most 16 values; ORT runs the clustered file exactly like its float rebuild
+    rebuilt = decode_weights(out)
+    assert len(np.unique(onnx.numpy_helper.to_array(initializer(rebuilt, "w/cluster/decoded/float")))) <= 16
+    x = {"x": calibration(4)._arrays["x"]}
+    np.testing.assert_array_equal(run_model(out, x)["y"], run_model(rebuilt, x)["y"])
+
+
+def test_uint8_indices_keep_the_opset():
+    out = run(conv_gemm_model(), "cluster(k=64,min_size=100,reconstruct=false)")
+    assert out.opset == 17
+    assert initializer(out, "w/cluster/indices").data_type == onnx.TensorProto.UINT8
+    assert len(initializer(out, "w/cluster/indices").raw_data) == 576
+
+
+def test_onnxruntime_folds_the_decoder_at_session_start(tmp_path):
+    out = run(conv_gemm_model(), "cluster(k=16,min_size=100,reconstruct=false)")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(out.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node}
+    assert not ops & {"Cast", "Gather", "Add"}, ops
+
+
+def test_channel_scope_has_one_codebook_per_output_channel():
+    out = run(conv_gemm_model(), "cluster(k=4,scope=channel,min_size=100,reconstruct=false)")
+    assert initializer(out, "w/cluster/codebook").dims == [16 * 4]
+    weight = onnx.numpy_helper.to_array(initializer(decode_weights(out), "w/cluster/decoded/float"))
+    assert max(len(np.unique(channel)) for channel in weight) <= 4
+    assert len(np.unique(weight)) > 4
+    fc = onnx.numpy_helper.to_array(initializer(decode_weights(out), "fc/cluster/decoded/float"))
+    assert max(len(np.unique(row)) for row in fc) <= 4  # Gemm transB: output channels are rows
+
+
+def test_refit_lowers_the_output_error():
+    model, calib = conv_gemm_model(), calibration(32)
+    feeds = {"x": calibration(64, seed=7)._arrays["x"]}
+    reference = run_model(model, feeds)["y"]
+    errors = {}
+    for refit in (False, True):
+        out = run(model.copy(), f"cluster(k=4,min_size=100,reconstruct={str(refit).lower()})", calib)
+        errors[refit] = float(np.mean((run_model(out, feeds)["y"] - reference) ** 2))
+    assert errors[True] < 0.95 * errors[False], errors  # measured: about 10% lower here (k + outputs free values)
+
+
+def test_nothing_to_cluster_reports_no_change():
+    model = conv_gemm_model()
+    result = effc.optimize(model, "cluster(min_size=100000,reconstruct=false)", effc.Context())
+    assert result.ledger.rows[-1].changed is False
+    assert result.model.opset == 17
+
+
+@pytest.mark.parametrize("spec, reason", [
+    ("cluster(k=1)", "k must be in"), ("cluster(k=300)", "k must be in"), ("cluster(min_size=0)", "at least 1"),
+    ("cluster(scope=row)", "scope"),
+])
+def test_bad_options_are_refused(spec, reason):
+    with pytest.raises(EffcError, match=reason):
+        run(conv_gemm_model(), spec, calibration())
+
+
+def test_reconstruct_without_calibration_is_refused():
+    with pytest.raises(EffcError, match="needs calibration data"):
+        run(conv_gemm_model(), "cluster")
+    assert run(conv_gemm_model(), "cluster(min_size=100)", allow_random_calibration=True).opset == 21
+
+
+@pytest.mark.parametrize("spec, reason", [("int8,cluster", "cluster after int8 is refused"),
+                                          ("cluster(min_size=100),prune", "prune after cluster is refused")])
+def test_senseless_orders_are_refused(spec, reason):
+    with pytest.raises(EffcError, match=reason):
+        run(conv_gemm_model(), spec, calibration())
+
+
+def test_codebooks_snap_to_the_int8_grid_when_int8_follows():
+    model, calib = conv_gemm_model(), calibration()
+    ctx = effc.Context(calibration=calib)
+    ctx.upcoming = ["int8"]
+    from effc.passes.cluster import Cluster
+
+    Cluster(k=16, min_size=100).run(model, ctx)
+    rebuilt = decode_weights(model)
+    keys = [k for k in model.metadata if k.startswith("effc.int8_weight_scale.")]
+    assert len(keys) == 2
+    for key in keys:
+        name = key.removeprefix("effc.int8_weight_scale.")
+        weight = onnx.numpy_helper.to_array(initializer(rebuilt, f"{name}/float"))
+        scales = np.asarray(json.loads(model.metadata[key]), np.float32)
+        axis = 0  # Conv weights and Gemm transB weights both have output channels first
+        shape = [-1 if i == axis else 1 for i in range(weight.ndim)]
+        q = np.round(weight / scales.reshape(shape))
+        assert np.abs(q).max() <= 127
+        np.testing.assert_array_equal(q.astype(np.float32) * scales.reshape(shape), weight)  # quantization is exact
+
+
+def digits_accuracy(model, z):
+    data = np.load(z.eval_path)
+    logits = run_model(model, {"input": data["input"]})["logits"]
+    return float(np.mean(logits.argmax(axis=1) == data["labels"]))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    z = get("digits")
+    model = load_model(z.onnx_path)
+    return z, model, digits_accuracy(model, z)
+
+
+@pytest.mark.parametrize("k", [16, 256])
+def test_digits_keeps_accuracy_and_shrinks(digits, k):
+    z, model, float_accuracy = digits
+    out = run(model.copy(), f"cluster(k={k},min_size=64)", CalibrationData.load(z.calib_path))
+    assert digits_accuracy(out, z) >= float_accuracy - 0.005
+    assert out.serialized_size() < (0.2 if k == 16 else 0.35) * model.serialized_size()
+    feeds = {"input": np.load(z.eval_path)["input"][:64]}
+    np.testing.assert_array_equal(run_model(out, feeds)["logits"], run_model(decode_weights(out), feeds)["logits"])
+
+
+def test_digits_cluster_then_int8_adds_no_weight_error(digits):
+    z, model, float_accuracy = digits
+    ctx = effc.Context(calibration=CalibrationData.load(z.calib_path))
+    out = effc.optimize(model.copy(), "cluster(k=16,min_size=64),int8", ctx).model
+    layers = ctx.reports["int8"]["layers"]
+    clustered = [layer for layer in layers if layer["op"] == "Conv" and not layer["kept_float"]]
+    assert clustered and all(layer["weight_sqnr_db"] is None or layer["weight_sqnr_db"] > 100 for layer in clustered)
+    assert digits_accuracy(out, z) >= float_accuracy - 0.01
