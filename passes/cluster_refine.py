@@ -16,6 +16,7 @@ import onnx_graphsurgeon as gs
 from effc.ir import Model
 from effc.passes.reconstruct import conv_geometry, conv_patches, intermediate_session, sample_positions
 
+FIT_OUTPUTS = 64  # output channels sampled to fit a shared codebook
 RIDGE = 1e-3  # relative to the mean diagonal; pulls the codebook towards the k-means one when data is scarce
 
 
@@ -49,51 +50,57 @@ def refine(model: Model, layers: list[ClusteredWeight], feeds: list[dict], rows:
     layers = [layer for layer in layers if refinable(layer.node)]
     if not layers or not feeds:
         return 0
-    inputs = {layer.node.name: _input_rows(model, layer.node, feeds, rows, rng) for layer in layers}
+    inputs = _input_rows(model, [layer.node for layer in layers], feeds, rows, rng)
     for layer in layers:
-        x = inputs[layer.node.name]
         w = _as_matrix(layer.node, layer.weight)
-        idx = _as_matrix(layer.node, layer.indices)
-        codebook = layer.codebook
         has_bias = layer.node.op != "MatMul"
         old_bias = _bias(layer.node, w.shape[1])
-        new_codebook, shift = _fit(x, w, idx, codebook, has_bias)
+        new_codebook, shift = _fit(inputs[layer.node.name], w, _as_matrix(layer.node, layer.indices), layer.codebook, has_bias, rng)
         layer.codebook = new_codebook.astype(np.float32)
         if has_bias:
             layer.bias = (old_bias + shift).astype(np.float32)
     return len(layers)
 
 
-def _fit(x: np.ndarray, w: np.ndarray, idx: np.ndarray, codebook: np.ndarray, centred: bool) -> tuple[np.ndarray, np.ndarray]:
+def _fit(x: np.ndarray, w: np.ndarray, idx: np.ndarray, codebook: np.ndarray, centred: bool,
+         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(codebook, bias shift [O]) minimising the layer output error over the rows of x."""
     k = codebook.shape[-1]
-    target = x @ w  # [R, O] float layer output without bias
     outputs = w.shape[1]
-    hessians, gradients, z_means = [], [], []
-    for o in range(outputs):
-        order = np.argsort(idx[:, o], kind="stable")
-        bounds = np.searchsorted(idx[order, o], np.arange(k + 1))
-        sums = np.concatenate([np.zeros((len(x), 1)), np.cumsum(x[:, order], axis=1)], axis=1)
-        z = sums[:, bounds[1:]] - sums[:, bounds[:-1]]  # [R, k]: inputs summed per codebook entry
-        y = target[:, o]
+    shared = codebook.ndim == 1
+    # a shared codebook has only k unknowns: a sample of output channels pins them down as well as all of them
+    fitted_outputs = np.sort(rng.choice(outputs, FIT_OUTPUTS, replace=False)) if shared and outputs > FIT_OUTPUTS else np.arange(outputs)
+    hessians, gradients = [], []
+    for o in fitted_outputs:
+        z = _entry_sums(x, idx[:, o], k)
+        y = x @ w[:, o]
         if centred:
-            z_mean = z.mean(axis=0)
-            z, y = z - z_mean, y - y.mean()
-            z_means.append(z_mean)
+            z, y = z - z.mean(axis=0), y - y.mean()
         hessians.append(z.T @ z)
         gradients.append(z.T @ y)
-    hessians, gradients = np.asarray(hessians), np.asarray(gradients)
-    if codebook.ndim == 1:
-        new = _ridge_solve(hessians.sum(axis=0), gradients.sum(axis=0), codebook)
-        fitted = np.broadcast_to(new, (outputs, k))
+    if shared:
+        new = _ridge_solve(np.sum(hessians, axis=0), np.sum(gradients, axis=0), codebook)
+        per_output = np.broadcast_to(new, (outputs, k))
     else:
         new = np.stack([_ridge_solve(h, g, c) for h, g, c in zip(hessians, gradients, codebook)])
-        fitted = new
+        per_output = new
     if not centred:
         return new, np.zeros(outputs)
-    # b' = mean(y) - mean(Z) c, and mean(y) = b + mean(x) w
-    shift = target.mean(axis=0) - np.einsum("ok,ok->o", np.asarray(z_means), fitted)
-    return new, shift
+    # b' = mean(y) - mean(Z) c, with mean(y) = b + mean(x) w and mean(Z_o)[j] = sum of mean(x) over entry j's inputs
+    x_mean = x.mean(axis=0)
+    flat = (np.arange(outputs)[None, :] * k + idx).ravel()
+    z_means = np.bincount(flat, weights=np.repeat(x_mean, outputs), minlength=outputs * k).reshape(outputs, k)
+    return new, x_mean @ w - np.einsum("ok,ok->o", z_means, per_output)
+
+
+def _entry_sums(x: np.ndarray, column: np.ndarray, k: int) -> np.ndarray:
+    """[R, k]: for each row of x, the sum of the inputs whose weight uses codebook entry j."""
+    if k <= 64:  # one-hot product: BLAS does R*F*k work fastest for small k
+        return x @ (column[:, None] == np.arange(k)[None, :]).astype(x.dtype)
+    order = np.argsort(column, kind="stable")
+    bounds = np.searchsorted(column[order], np.arange(k + 1))
+    sums = np.concatenate([np.zeros((len(x), 1), x.dtype), np.cumsum(x[:, order], axis=1)], axis=1)
+    return sums[:, bounds[1:]] - sums[:, bounds[:-1]]
 
 
 def _ridge_solve(h: np.ndarray, g: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -101,22 +108,28 @@ def _ridge_solve(h: np.ndarray, g: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return np.linalg.solve(h + damp * np.eye(len(h)), g + damp * prior)
 
 
-def _input_rows(model: Model, node: gs.Node, feeds: list[dict], rows: int, rng: np.random.Generator) -> np.ndarray:
-    session = intermediate_session(model, [node.inputs[0].name])
+def _input_rows(model: Model, nodes: list[gs.Node], feeds: list[dict], rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Sampled input rows (im2col patches for a Conv) of every layer, from one run of the float model per feed."""
+    names = sorted({node.inputs[0].name for node in nodes})
+    session = intermediate_session(model, names)
     per_feed = max(1, rows // len(feeds))
-    collected = []
+    collected: dict[str, list] = {node.name: [] for node in nodes}
     for feed in feeds:
-        x = session.run([node.inputs[0].name], feed)[0]
-        if node.op == "Conv":
-            kernel, strides, pads, dilations = conv_geometry(node)
-            out_h = (x.shape[2] + pads[0] + pads[2] - dilations[0] * (kernel[0] - 1) - 1) // strides[0] + 1
-            out_w = (x.shape[3] + pads[1] + pads[3] - dilations[1] * (kernel[1] - 1) - 1) // strides[1] + 1
-            positions = sample_positions((x.shape[0], 0, out_h, out_w), per_feed, rng)
-            collected.append(conv_patches(x, kernel, strides, pads, dilations, positions))
-        else:
-            flat = x.reshape(-1, x.shape[-1])
-            collected.append(flat[rng.choice(len(flat), size=min(per_feed, len(flat)), replace=False)])
-    return np.concatenate(collected).astype(np.float64)
+        values = dict(zip(names, session.run(names, feed)))
+        for node in nodes:
+            collected[node.name].append(_rows_of(node, values[node.inputs[0].name], per_feed, rng))
+    return {name: np.concatenate(parts).astype(np.float64) for name, parts in collected.items()}
+
+
+def _rows_of(node: gs.Node, x: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    if node.op == "Conv":
+        kernel, strides, pads, dilations = conv_geometry(node)
+        out_h = (x.shape[2] + pads[0] + pads[2] - dilations[0] * (kernel[0] - 1) - 1) // strides[0] + 1
+        out_w = (x.shape[3] + pads[1] + pads[3] - dilations[1] * (kernel[1] - 1) - 1) // strides[1] + 1
+        positions = sample_positions((x.shape[0], 0, out_h, out_w), count, rng)
+        return conv_patches(x, kernel, strides, pads, dilations, positions)
+    flat = x.reshape(-1, x.shape[-1])
+    return flat[rng.choice(len(flat), size=min(count, len(flat)), replace=False)]
 
 
 def _as_matrix(node: gs.Node, array: np.ndarray) -> np.ndarray:
