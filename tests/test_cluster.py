@@ -186,3 +186,20 @@ def test_digits_cluster_then_int8_adds_no_weight_error(digits):
     clustered = [layer for layer in layers if layer["op"] == "Conv" and not layer["kept_float"]]
     assert clustered and all(layer["weight_sqnr_db"] is None or layer["weight_sqnr_db"] > 100 for layer in clustered)
     assert digits_accuracy(out, z) >= float_accuracy - 0.01
+
+
+@pytest.mark.tvm
+def test_tvm_decodes_at_compile_time_and_matches_onnx_runtime(digits, tmp_path):
+    from click.testing import CliRunner
+
+    from effc.cli import cli
+
+    z, model, _ = digits
+    spec = "cluster(k=16,min_size=64)"
+    folder = tmp_path / "digits.effc"
+    result = CliRunner().invoke(cli, ["compile", str(z.onnx_path), "--target", "x86", "--passes", spec, "--calib", str(z.calib_path),
+                                      "--input-shape", "input=1,1,8,8", "-o", str(folder), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    feeds = {"input": np.load(z.eval_path)["input"][:1]}
+    clustered = run(model.copy(), spec, CalibrationData.load(z.calib_path))
+    np.testing.assert_allclose(effc.load_artifact(folder)(feeds)["logits"], run_model(clustered, feeds)["logits"], rtol=1e-4, atol=1e-4)
