@@ -203,3 +203,21 @@ def test_tvm_decodes_at_compile_time_and_matches_onnx_runtime(digits, tmp_path):
     feeds = {"input": np.load(z.eval_path)["input"][:1]}
     clustered = run(model.copy(), spec, CalibrationData.load(z.calib_path))
     np.testing.assert_allclose(effc.load_artifact(folder)(feeds)["logits"], run_model(clustered, feeds)["logits"], rtol=1e-4, atol=1e-4)
+
+
+def test_raising_the_opset_to_21_keeps_what_the_model_computes():
+    """ReduceMean moved its axes from an attribute to an input in opset 18: the whole model must be converted."""
+    rng = np.random.default_rng(4)
+    inits = {"w": rng.standard_normal((32, 4, 3, 3)).astype(np.float32), "fc": rng.standard_normal((32, 5)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], name="conv"),
+             helper.make_node("ReduceMean", ["h"], ["m"], name="mean", axes=[2, 3], keepdims=0),
+             helper.make_node("MatMul", ["m", "fc"], ["y"], name="fc")]
+    proto = make_model(nodes, [("x", FLOAT, [2, 4, 6, 6])], [("y", FLOAT, None)], inits)
+    out = run(load_model(proto), "cluster(k=8,min_size=100,reconstruct=false)")
+    assert out.opset == 21 and len(next(n for n in out.graph.nodes if n.op == "ReduceMean").inputs) == 2
+    rebuilt = decode_weights(out)
+    for name in inits:  # the opset-17 model with the clustered weights
+        inits[name] = onnx.numpy_helper.to_array(initializer(rebuilt, f"{name}/cluster/decoded/float"))
+    same = make_model(nodes, [("x", FLOAT, [2, 4, 6, 6])], [("y", FLOAT, None)], inits)
+    x = {"x": rng.standard_normal((2, 4, 6, 6)).astype(np.float32)}
+    np.testing.assert_allclose(run_model(out, x)["y"], run_model(same, x)["y"], rtol=1e-6, atol=1e-6)
