@@ -74,5 +74,5 @@ def decode_weights(model: Model) -> Model:
         weight = gs.Constant(out.unique_name(node.outputs[0].name + "/float"), book.values[indices].astype(np.float32))
         decoded = node.outputs[0]
         for consumer in list(decoded.outputs):
-            consumer.inputs[[i for i, t in enumerate(consumer.inputs) if t is decoded][0]] = weight
+            consumer.inputs[next(i for i, t in enumerate(consumer.inputs) if t is decoded)] = weight
     return out.cleanup()
