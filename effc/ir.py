@@ -185,10 +185,8 @@ def fold_shape_subgraphs(model: Model) -> bool:
     before = len(graph.nodes)
 
     def not_shape_math(node: gs.Node) -> bool:
-        return not node.outputs or any(
-            o.dtype is None or not np.issubdtype(np.dtype(o.dtype), np.integer) and np.dtype(o.dtype) != np.bool_
-            for o in node.outputs
-        )
+        # shape math is small integer vectors; larger integer tensors (quantized or clustered weights) stay as stored
+        return not node.outputs or any(not _is_small_integer(o) for o in node.outputs)
 
     graph.fold_constants(fold_shapes=True, error_ok=True, should_exclude_node=not_shape_math, flatten_subgraphs=False)
     model.cleanup()
@@ -196,6 +194,19 @@ def fold_shape_subgraphs(model: Model) -> bool:
     if changed:
         model.infer_shapes()
     return changed
+
+
+SHAPE_MATH_MAX_ELEMENTS = 64
+
+
+def _is_small_integer(tensor: gs.Tensor) -> bool:
+    try:
+        dtype = np.dtype(tensor.dtype)
+    except TypeError:  # 4-bit and other types numpy cannot name
+        return False
+    if not (np.issubdtype(dtype, np.integer) or dtype == np.bool_) or tensor.shape is None:
+        return False
+    return all(isinstance(d, int) for d in tensor.shape) and int(np.prod(tensor.shape)) <= SHAPE_MATH_MAX_ELEMENTS
 
 
 def save_model(model: Model, path: str | os.PathLike) -> Path:
