@@ -16,7 +16,7 @@ from effc.passbase import Pass, PassResult, register_pass
 from effc.passes.cluster_refine import ClusteredWeight, refine
 from effc.passes.cluster_storage import decode_weights, index_dtype, raise_opset, write_decoder
 from effc.passes.kmeans import Init, Solver, kmeans_1d
-from effc.passes.quant_prepare import fold_batchnorm
+from effc.passes.quant_prepare import fold_batchnorm, fold_weight_subgraphs
 from effc.passes.quant_qdq import WEIGHT_SCALE_KEY, weight_axis
 
 __all__ = ["Cluster", "decode_weights"]
@@ -52,6 +52,7 @@ class Cluster(Pass):
         reconstruct: bool = field(default=True, metadata={"help": "refit codebooks and biases on calibration data"})
         samples: int = field(default=16, metadata={"help": "calibration samples used by reconstruct"})
         rows: int = field(default=1024, metadata={"help": "input rows per layer used by reconstruct"})
+        fold_bn: bool = field(default=True, metadata={"help": "fold BatchNorm into the Conv first (smaller file)"})
         solver: Solver = field(default="numpy", metadata={"help": "k-means implementation (sklearn is optional)"})
 
         def validate(self):
@@ -67,12 +68,15 @@ class Cluster(Pass):
     def run(self, model: Model, ctx) -> PassResult:
         opts = self.options
         _check_order(ctx)
+        if any(spec.split("(")[0] == "cluster" for spec in ctx.history):
+            return PassResult(False, {"clustered_layers": 0})  # weights are decoders now; clustering again changes nothing
+        folded = fold_weight_subgraphs(model)  # weights computed from constants (Transpose of a MatMul weight)
         if not eligible_layers(model, opts.min_size, opts.exclude):
-            return PassResult(False, {"clustered_layers": 0})
+            return PassResult(bool(folded), {"clustered_layers": 0, "folded": folded})
         bytes_before = model.serialized_size()
         snap = "int8" in ctx.upcoming
-        if snap:  # int8 would fold BatchNorm into the decoded weight later, scaling it off the grid we snap to
-            fold_batchnorm(model)
+        if opts.fold_bn or snap:  # int8 would fold BatchNorm into the decoded weight later, off the grid we snap to
+            folded += fold_batchnorm(model)
         raised = opts.k <= 16 and raise_opset(model)
         layers = eligible_layers(model, opts.min_size, opts.exclude)  # again: raising the opset rebuilt the graph
         reference = model.copy()
