@@ -221,3 +221,18 @@ def test_raising_the_opset_to_21_keeps_what_the_model_computes():
     same = make_model(nodes, [("x", FLOAT, [2, 4, 6, 6])], [("y", FLOAT, None)], inits)
     x = {"x": rng.standard_normal((2, 4, 6, 6)).astype(np.float32)}
     np.testing.assert_allclose(run_model(out, x)["y"], run_model(same, x)["y"], rtol=1e-6, atol=1e-6)
+
+
+def test_a_second_cluster_pass_changes_nothing():
+    result = effc.optimize(conv_gemm_model(), "cluster(min_size=100,reconstruct=false),cluster(min_size=100,reconstruct=false)", effc.Context())
+    assert [row.changed for row in result.ledger.rows[1:]] == [True, False]
+
+
+def test_weights_computed_from_constants_are_folded_then_clustered():
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Transpose", ["wt"], ["w"], name="t", perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    proto = make_model(nodes, [("x", FLOAT, [3, 64])], [("y", FLOAT, None)], {"wt": rng.standard_normal((32, 64)).astype(np.float32)})
+    out = run(load_model(proto), "cluster(k=16,min_size=100,reconstruct=false)")
+    assert "Transpose" not in {n.op for n in out.graph.nodes}
+    assert initializer(out, "/cluster/indices").data_type == onnx.TensorProto.UINT4
