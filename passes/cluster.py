@@ -31,7 +31,9 @@ class Cluster(Pass):
 
     Weights of Conv/ConvTranspose/Gemm/MatMul with at least min_size values are clustered by 1-D k-means
     (kmeans.py) and stored as a float codebook plus UINT4 (k <= 16; the model is converted to opset 21) or UINT8
-    indices, decoded in the graph by Cast -> [Add] -> Gather, which ONNX Runtime folds at session start.
+    indices, decoded in the graph by Cast -> [Add] -> Gather, which ONNX Runtime folds at session start. Weights
+    computed from constants (a transposed MatMul weight) are folded first, and so is BatchNorm after a Conv
+    (fold_bn=true: four floats per channel become one bias). A second cluster pass changes nothing.
     reconstruct=true refits each codebook and the layer's bias on calibration data to minimise the layer's output
     error (refused without calibration unless random calibration was allowed). Orders: prune then cluster, and
     cluster then int8 (codebooks are snapped to the int8 grid and the scales recorded in
