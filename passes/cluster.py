@@ -90,7 +90,7 @@ class Cluster(Pass):
         refined = 0
         if opts.reconstruct:
             with ctx.progress("cluster: refitting codebooks", total=None):
-                refined = refine(reference, clustered, _feeds(model, ctx, opts.samples), opts.rows, ctx.rng("cluster"))
+                refined = refine(reference, clustered, _feeds(model, ctx, opts.samples), opts.rows, ctx.seed)
         report = []
         for layer in clustered:
             scales = _snap_to_int8(layer) if snap else None

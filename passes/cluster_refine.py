@@ -35,6 +35,14 @@ class ClusteredWeight:
     def per_channel(self) -> bool:
         return self.codebook.ndim == 2
 
+    def decoded(self) -> np.ndarray:
+        """The float weight the codebook and indices stand for."""
+        if not self.per_channel:
+            return self.codebook[self.indices].astype(np.float32)
+        rows = np.moveaxis(self.indices, self.axis, 0)
+        picked = np.take_along_axis(self.codebook, rows.reshape(len(rows), -1), axis=1).reshape(rows.shape)
+        return np.moveaxis(picked, 0, self.axis).astype(np.float32)
+
 
 def refinable(node: gs.Node) -> bool:
     """Layers whose output is a plain matrix product of input rows: 2-D Conv with group 1, Gemm (alpha 1), 2-D MatMul."""
@@ -45,26 +53,48 @@ def refinable(node: gs.Node) -> bool:
     return node.op == "MatMul" and len(node.inputs[1].shape) == 2
 
 
-def refine(model: Model, layers: list[ClusteredWeight], feeds: list[dict], rows: int, rng: np.random.Generator) -> int:
-    """Refit the codebooks (and biases) of `layers` against the float `model` on calibration `feeds`; returns how many."""
+def refine(model: Model, layers: list[ClusteredWeight], feeds: list[dict], rows: int, seed: int) -> int:
+    """Refit the codebooks (and biases) of `layers` on calibration `feeds`; returns how many were refitted.
+
+    Layers are refitted in graph order: each sees the inputs the model with the layers before it already
+    clustered produces, and is fitted to reproduce the float `model`'s output, so errors do not pile up
+    A layer that gets one row per sample (a Gemm after pooling) needs many samples: with 16 it can overfit.
+    """
     layers = [layer for layer in layers if refinable(layer.node)]
     if not layers or not feeds:
         return 0
-    inputs = _input_rows(model, [layer.node for layer in layers], feeds, rows, rng)
-    for layer in layers:
+    nodes = [layer.node for layer in layers]
+    targets = _input_rows(model, nodes, feeds, rows, seed)
+    work = model.copy()
+    for position, layer in enumerate(layers):
+        x = targets[layer.node.name] if position == 0 else _input_rows(work, [layer.node], feeds, rows, seed, start=position)[layer.node.name]
         w = _as_matrix(layer.node, layer.weight)
         has_bias = layer.node.op != "MatMul"
         old_bias = _bias(layer.node, w.shape[1])
-        new_codebook, shift = _fit(inputs[layer.node.name], w, _as_matrix(layer.node, layer.indices), layer.codebook, has_bias, rng)
+        new_codebook, shift = _fit(x, targets[layer.node.name], w, _as_matrix(layer.node, layer.indices), layer.codebook, has_bias,
+                                   np.random.default_rng([seed, position]))
         layer.codebook = new_codebook.astype(np.float32)
         if has_bias:
             layer.bias = (old_bias + shift).astype(np.float32)
+        _apply(work, layer)
     return len(layers)
 
 
-def _fit(x: np.ndarray, w: np.ndarray, idx: np.ndarray, codebook: np.ndarray, centred: bool,
+def _apply(work: Model, layer: ClusteredWeight) -> None:
+    """Put the layer's clustered weight (decoded, float) and bias into the working copy."""
+    node = next(n for n in work.graph.nodes if n.name == layer.node.name)
+    node.inputs[1] = gs.Constant(work.unique_name(f"{node.name}/clustered"), layer.decoded())
+    if layer.bias is not None:
+        if node.op == "Gemm":
+            node.attrs["beta"] = 1.0
+        while len(node.inputs) < 3:
+            node.inputs.append(gs.Variable.empty())
+        node.inputs[2] = gs.Constant(work.unique_name(f"{node.name}/clustered_bias"), layer.bias)
+
+
+def _fit(x: np.ndarray, x_float: np.ndarray, w: np.ndarray, idx: np.ndarray, codebook: np.ndarray, centred: bool,
          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(codebook, bias shift [O]) minimising the layer output error over the rows of x."""
+    """(codebook, bias shift [O]) so that the layer on rows x best reproduces the float layer on rows x_float."""
     k = codebook.shape[-1]
     outputs = w.shape[1]
     shared = codebook.ndim == 1
@@ -73,7 +103,7 @@ def _fit(x: np.ndarray, w: np.ndarray, idx: np.ndarray, codebook: np.ndarray, ce
     hessians, gradients = [], []
     for o in fitted_outputs:
         z = _entry_sums(x, idx[:, o], k)
-        y = x @ w[:, o]
+        y = x_float @ w[:, o]
         if centred:
             z, y = z - z.mean(axis=0), y - y.mean()
         hessians.append(z.T @ z)
@@ -87,10 +117,9 @@ def _fit(x: np.ndarray, w: np.ndarray, idx: np.ndarray, codebook: np.ndarray, ce
     if not centred:
         return new, np.zeros(outputs)
     # b' = mean(y) - mean(Z) c, with mean(y) = b + mean(x) w and mean(Z_o)[j] = sum of mean(x) over entry j's inputs
-    x_mean = x.mean(axis=0)
     flat = (np.arange(outputs)[None, :] * k + idx).ravel()
-    z_means = np.bincount(flat, weights=np.repeat(x_mean, outputs), minlength=outputs * k).reshape(outputs, k)
-    return new, x_mean @ w - np.einsum("ok,ok->o", z_means, per_output)
+    z_means = np.bincount(flat, weights=np.repeat(x.mean(axis=0), outputs), minlength=outputs * k).reshape(outputs, k)
+    return new, x_float.mean(axis=0) @ w - np.einsum("ok,ok->o", z_means, per_output)
 
 
 def _entry_sums(x: np.ndarray, column: np.ndarray, k: int) -> np.ndarray:
@@ -108,15 +137,19 @@ def _ridge_solve(h: np.ndarray, g: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return np.linalg.solve(h + damp * np.eye(len(h)), g + damp * prior)
 
 
-def _input_rows(model: Model, nodes: list[gs.Node], feeds: list[dict], rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Sampled input rows (im2col patches for a Conv) of every layer, from one run of the float model per feed."""
+def _input_rows(model: Model, nodes: list[gs.Node], feeds: list[dict], rows: int, seed: int, start: int = 0) -> dict[str, np.ndarray]:
+    """Sampled input rows (im2col patches for a Conv) of layers, one model run per feed.
+
+    Positions depend only on (seed, layer position, feed), so two models of the same shapes give paired rows.
+    """
     names = sorted({node.inputs[0].name for node in nodes})
     session = intermediate_session(model, names)
     per_feed = max(1, rows // len(feeds))
     collected: dict[str, list] = {node.name: [] for node in nodes}
-    for feed in feeds:
+    for f, feed in enumerate(feeds):
         values = dict(zip(names, session.run(names, feed)))
-        for node in nodes:
+        for position, node in enumerate(nodes, start):
+            rng = np.random.default_rng([seed, position, f])
             collected[node.name].append(_rows_of(node, values[node.inputs[0].name], per_feed, rng))
     return {name: np.concatenate(parts).astype(np.float64) for name, parts in collected.items()}
 

@@ -95,14 +95,15 @@ def test_channel_scope_has_one_codebook_per_output_channel():
 
 
 def test_refit_lowers_the_output_error():
-    model, calib = conv_gemm_model(), calibration(32)
+    # the Gemm sees one row per sample: the refit needs a few hundred samples (with 16 it overfits: measured worse)
+    model, calib = conv_gemm_model(), calibration(256)
     feeds = {"x": calibration(64, seed=7)._arrays["x"]}
     reference = run_model(model, feeds)["y"]
     errors = {}
     for refit in (False, True):
-        out = run(model.copy(), f"cluster(k=4,min_size=100,reconstruct={str(refit).lower()})", calib)
+        out = run(model.copy(), f"cluster(k=4,min_size=100,samples=256,reconstruct={str(refit).lower()})", calib)
         errors[refit] = float(np.mean((run_model(out, feeds)["y"] - reference) ** 2))
-    assert errors[True] < 0.95 * errors[False], errors  # measured: about 10% lower here (k + outputs free values)
+    assert errors[True] < 0.95 * errors[False], errors  # measured: about 13% lower
 
 
 def test_nothing_to_cluster_reports_no_change():
