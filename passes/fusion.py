@@ -1,1 +1,164 @@
-"""Placeholder: this pass family is being written."""
+"""Lossless folding and fusion: BatchNorm into Conv, and `fuse`, a set of small rewrite rules.
+
+Each rule is (pattern op, check that returns a refusal reason or None, rewrite). `fuse(explain=true)` reports,
+per rule, why it did not fire where its anchor op appeared.
+
+Activation fusion is left to the backends on purpose: ONNX Runtime fuses Conv+Relu/Clip and MatMul+Add itself at
+session creation, and TVM's FuseOps fuses elementwise epilogues into the producing kernel, so rewriting them into
+contrib ops here would only make the graph non-standard (and unreadable to the TVM frontend) with no speed gain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from effc.ir import Model
+from effc.passbase import Pass, PassResult, register_pass
+from effc.passes.patterns import bypass, constant_value, producer, sole_consumer
+from effc.passes.quant_prepare import fold_batchnorm
+
+
+@register_pass
+class FoldBatchNorm(Pass):
+    """Fold BatchNormalization with constant parameters into the Conv that produces its input."""
+
+    name = "fold-bn"
+    kind = "lossless"
+
+    def run(self, model: Model, ctx) -> PassResult:
+        folded = fold_batchnorm(model)
+        return PassResult(folded > 0, {"folded": folded})
+
+
+@dataclass
+class Rule:
+    """A rewrite anchored at nodes of op `op`: `check` returns why it does not apply (None = applies)."""
+
+    name: str
+    op: str
+    check: Callable[[gs.Graph, gs.Node], str | None]
+    rewrite: Callable[[Model, gs.Node], None]
+
+
+def _check_transpose_pair(graph: gs.Graph, node: gs.Node) -> str | None:
+    prev = producer(node.inputs[0])
+    if prev is None or prev.op != "Transpose":
+        return "input is not a Transpose"
+    if "perm" not in node.attrs or "perm" not in prev.attrs:
+        return "a Transpose has no explicit perm"
+    if sole_consumer(node.inputs[0], graph) is not node:
+        return "the first Transpose has other readers"
+    return None
+
+
+def _merge_transposes(model: Model, node: gs.Node) -> None:
+    prev = producer(node.inputs[0])
+    first, second = list(prev.attrs["perm"]), list(node.attrs["perm"])
+    node.attrs["perm"] = [first[p] for p in second]
+    node.inputs[0] = prev.inputs[0]
+
+
+def _check_reshape_pair(graph: gs.Graph, node: gs.Node) -> str | None:
+    prev = producer(node.inputs[0])
+    if prev is None or prev.op not in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
+        return "input is not a Reshape/Flatten/Squeeze/Unsqueeze"
+    shape = constant_value(node.inputs[1])
+    if shape is None:
+        return "target shape is not constant"
+    if np.any(shape == 0):
+        return "target shape copies a dimension (0) from the intermediate tensor"
+    if sole_consumer(node.inputs[0], graph) is not node:
+        return "the first reshape has other readers"
+    return None
+
+
+def _merge_reshapes(model: Model, node: gs.Node) -> None:
+    node.inputs[0] = producer(node.inputs[0]).inputs[0]
+
+
+def _check_matmul_add(graph: gs.Graph, node: gs.Node) -> str | None:
+    a, b = node.inputs
+    if a.shape is None or len(a.shape) != 2:
+        return "MatMul input is not 2-D"
+    weight = constant_value(b)
+    if weight is None or weight.ndim != 2:
+        return "MatMul weight is not a constant 2-D matrix"
+    add = sole_consumer(node.outputs[0], graph)
+    if add is None or add.op != "Add":
+        return "output is not read only by an Add"
+    bias_tensor = add.inputs[1] if add.inputs[0] is node.outputs[0] else add.inputs[0]
+    bias = constant_value(bias_tensor)
+    if bias is None or bias.dtype != weight.dtype:
+        return "Add operand is not a constant of the weight's type"
+    if bias.ndim > 2 or (bias.ndim == 2 and bias.shape[0] != 1) or bias.size not in (1, weight.shape[1]):
+        return f"bias of shape {list(bias.shape)} does not broadcast along the output features only"
+    return None
+
+
+def _matmul_add_to_gemm(model: Model, node: gs.Node) -> None:
+    add = node.outputs[0].outputs[0]
+    bias_tensor = add.inputs[1] if add.inputs[0] is node.outputs[0] else add.inputs[0]
+    bias = np.broadcast_to(constant_value(bias_tensor).reshape(-1), (constant_value(node.inputs[1]).shape[1],))
+    gemm = gs.Node("Gemm", model.unique_name(f"{node.name}/gemm"),
+                   inputs=[node.inputs[0], node.inputs[1], gs.Constant(model.unique_name(f"{node.name}_bias"),
+                                                                         np.ascontiguousarray(bias))],
+                   outputs=[add.outputs[0]])
+    add.outputs.clear()
+    node.outputs.clear()
+    node.inputs.clear()
+    model.graph.nodes.append(gemm)
+
+
+RULES: list[Rule] = [
+    Rule("transpose-transpose", "Transpose", _check_transpose_pair, _merge_transposes),
+    Rule("reshape-reshape", "Reshape", _check_reshape_pair, _merge_reshapes),
+    Rule("matmul-add-gemm", "MatMul", _check_matmul_add, _matmul_add_to_gemm),
+]
+
+
+@register_pass
+class Fuse(Pass):
+    """Apply the fusion rules (Transpose pairs, Reshape chains, 2-D MatMul+Add into Gemm) until none fires."""
+
+    name = "fuse"
+    kind = "lossless"
+
+    @dataclass
+    class Options:
+        explain: bool = False  # put each rule's refusal reasons in the report
+        rules: tuple[str, ...] = ()  # only these rules (default: all)
+
+        def validate(self):
+            unknown = set(self.rules) - {r.name for r in RULES}
+            if unknown:
+                raise ValueError(f"unknown rule(s) {sorted(unknown)}; known: {[r.name for r in RULES]}")
+
+    def run(self, model: Model, ctx) -> PassResult:
+        rules = [r for r in RULES if not self.options.rules or r.name in self.options.rules]
+        fired: dict[str, int] = {}
+        reasons: dict[str, list[str]] = {}
+        progress = True
+        while progress:
+            progress = False
+            for rule in rules:
+                for node in [n for n in model.graph.nodes if n.op == rule.op]:
+                    if not node.outputs or not node.inputs:
+                        continue
+                    why = rule.check(model.graph, node)
+                    if why is None:
+                        rule.rewrite(model, node)
+                        fired[rule.name] = fired.get(rule.name, 0) + 1
+                        progress = True
+                    elif self.options.explain:
+                        reasons.setdefault(rule.name, []).append(f"{node.name}: {why}")
+            if progress:
+                model.cleanup()
+        report = {"fired": fired, "not_fired": reasons} if self.options.explain else (fired or None)
+        return PassResult(bool(fired), {"fused": sum(fired.values())}, report)
+
+
+__all__ = ["FoldBatchNorm", "Fuse", "RULES", "Rule", "bypass"]
