@@ -13,7 +13,7 @@ from effc.calib import CalibrationData
 from effc.errors import EffcError
 from effc.ir import Model
 from effc.passbase import Pass, PassResult, register_pass
-from effc.passes.cluster_refine import ClusteredWeight, refine
+from effc.passes.cluster_refine import ClusteredWeight, refine, set_bias
 from effc.passes.cluster_storage import decode_weights, index_dtype, raise_opset, write_decoder
 from effc.passes.kmeans import Init, Solver, kmeans_1d
 from effc.passes.quant_prepare import fold_batchnorm, fold_weight_subgraphs
@@ -170,21 +170,12 @@ def _store(model: Model, layer: ClusteredWeight, dtype: np.dtype) -> gs.Variable
     decoded = write_decoder(model, node.inputs[1].name, layer.codebook, layer.indices, layer.axis, dtype)
     node.inputs[1] = decoded
     if layer.bias is not None:
-        bias = gs.Constant(model.unique_name(f"{node.name}/cluster/bias"), layer.bias.astype(np.float32))
-        if node.op == "Gemm":
-            node.attrs["beta"] = 1.0
-        while len(node.inputs) < 3:
-            node.inputs.append(gs.Variable.empty())
-        node.inputs[2] = bias
+        set_bias(model, node, layer.bias)
     return decoded
 
 
 def _layer_report(layer: ClusteredWeight, decoded: str) -> dict:
-    books = layer.codebook if layer.per_channel else layer.codebook[None, :]
-    rebuilt = np.take_along_axis(books, np.moveaxis(layer.indices, layer.axis, 0).reshape(len(books), -1), axis=1) \
-        if layer.per_channel else books[0][layer.indices]
-    error = np.moveaxis(layer.weight, layer.axis, 0).reshape(rebuilt.shape) - rebuilt if layer.per_channel else layer.weight - rebuilt
     signal = float(np.sum(layer.weight.astype(np.float64) ** 2))
-    noise = float(np.sum(error.astype(np.float64) ** 2))
-    sqnr = 10 * np.log10(signal / noise) if noise > 0 else float("inf")
-    return {"layer": layer.node.name, "weight": decoded, "params": int(layer.weight.size), "weight_sqnr_db": round(float(sqnr), 2)}
+    noise = float(np.sum((layer.weight.astype(np.float64) - layer.decoded()) ** 2))
+    sqnr = round(float(10 * np.log10(signal / noise)), 2) if noise > 0 else None  # None: exact
+    return {"layer": layer.node.name, "weight": decoded, "params": int(layer.weight.size), "weight_sqnr_db": sqnr}

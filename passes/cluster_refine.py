@@ -85,11 +85,16 @@ def _apply(work: Model, layer: ClusteredWeight) -> None:
     node = next(n for n in work.graph.nodes if n.name == layer.node.name)
     node.inputs[1] = gs.Constant(work.unique_name(f"{node.name}/clustered"), layer.decoded())
     if layer.bias is not None:
-        if node.op == "Gemm":
-            node.attrs["beta"] = 1.0
-        while len(node.inputs) < 3:
-            node.inputs.append(gs.Variable.empty())
-        node.inputs[2] = gs.Constant(work.unique_name(f"{node.name}/clustered_bias"), layer.bias)
+        set_bias(work, node, layer.bias)
+
+
+def set_bias(model: Model, node: gs.Node, bias: np.ndarray) -> None:
+    """Give a Conv or Gemm a new constant bias [outputs] (Gemm's beta becomes 1)."""
+    if node.op == "Gemm":
+        node.attrs["beta"] = 1.0
+    while len(node.inputs) < 3:
+        node.inputs.append(gs.Variable.empty())
+    node.inputs[2] = gs.Constant(model.unique_name(f"{node.name}/cluster/bias"), bias.astype(np.float32))
 
 
 def _fit(x: np.ndarray, x_float: np.ndarray, w: np.ndarray, idx: np.ndarray, codebook: np.ndarray, centred: bool,
