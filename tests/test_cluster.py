@@ -237,3 +237,15 @@ def test_weights_computed_from_constants_are_folded_then_clustered():
     out = run(load_model(proto), "cluster(k=16,min_size=100,reconstruct=false)")
     assert "Transpose" not in {n.op for n in out.graph.nodes}
     assert initializer(out, "/cluster/indices").data_type == onnx.TensorProto.UINT4
+
+
+def test_sklearn_solver_gives_the_same_storage_and_quality():
+    pytest.importorskip("sklearn")
+    sqnr = {}
+    for solver in ("numpy", "sklearn"):
+        ctx = effc.Context()
+        out = effc.optimize(conv_gemm_model(), f"cluster(k=8,min_size=100,reconstruct=false,solver={solver})", ctx).model
+        sqnr[solver] = [layer["weight_sqnr_db"] for layer in ctx.reports["cluster"]["layers"]]
+        assert initializer(out, "w/cluster/codebook").dims == [8] and out.opset == 21
+    # different seeding may end in different local optima of k-means; their quality must match closely
+    np.testing.assert_allclose(sqnr["numpy"], sqnr["sklearn"], atol=0.5)
