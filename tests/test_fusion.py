@@ -1,0 +1,94 @@
+"""fold-bn and the fuse rules on tiny graphs: rewrites, refusal reasons with explain=true, ORT numerics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import effc
+from effc.context import Context
+from effc.errors import EffcError
+from effc.ir import load_model
+from effc.runtime import random_inputs, run_model
+from tests.conftest import FLOAT, make_model
+
+RNG = np.random.default_rng(0)
+
+
+def run(proto, spec):
+    model = load_model(proto)
+    feeds = random_inputs(model.input_specs(), seed=1, dim_value=3)
+    before = run_model(model, feeds)
+    result = effc.optimize(model.copy(), spec, Context(verify=True))
+    after = run_model(result.model, feeds)
+    for name, value in before.items():
+        np.testing.assert_allclose(after[name], value, rtol=1e-4, atol=1e-5)
+    report = result.context.reports.get(spec.split("(")[0])
+    return [n.op for n in result.model.graph.nodes], report
+
+
+def test_fold_bn_into_conv():
+    c = 4
+    bn = {"g": RNG.uniform(0.5, 2, c), "b": RNG.standard_normal(c), "m": RNG.standard_normal(c), "v": RNG.uniform(0.5, 2, c)}
+    proto = make_model([helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+                        helper.make_node("BatchNormalization", ["h", "g", "b", "m", "v"], ["y"])],
+                       [("x", FLOAT, [1, 3, 5, 5])], [("y", FLOAT, [1, c, 5, 5])],
+                       {"w": RNG.standard_normal((c, 3, 3, 3)).astype(np.float32),
+                        **{k: v.astype(np.float32) for k, v in bn.items()}})
+    ops, _ = run(proto, "fold-bn")
+    assert ops == ["Conv"]
+
+
+def test_transpose_pair_merges_and_identity_disappears():
+    proto = make_model([helper.make_node("Transpose", ["x"], ["a"], perm=[0, 2, 1]),
+                        helper.make_node("Transpose", ["a"], ["b"], perm=[0, 2, 1]),
+                        helper.make_node("Relu", ["b"], ["y"])],
+                       [("x", FLOAT, ["N", 3, 4])], [("y", FLOAT, ["N", 3, 4])])
+    ops, report = run(proto, "fuse")
+    assert ops == ["Transpose", "Relu"] and report == {"transpose-transpose": 1}
+    ops, _ = run(proto, "default")
+    assert ops == ["Relu"]
+
+
+def test_reshape_chain_merges_unless_shape_copies_a_dim():
+    proto = make_model([helper.make_node("Reshape", ["x", "s1"], ["a"]),
+                        helper.make_node("Reshape", ["a", "s2"], ["y"])],
+                       [("x", FLOAT, [2, 6])], [("y", FLOAT, [4, 3])],
+                       {"s1": np.array([3, 4], np.int64), "s2": np.array([4, -1], np.int64)})
+    ops, _ = run(proto, "fuse")
+    assert ops == ["Reshape"]
+    proto = make_model([helper.make_node("Reshape", ["x", "s1"], ["a"]),
+                        helper.make_node("Reshape", ["a", "s2"], ["y"])],
+                       [("x", FLOAT, [2, 6])], [("y", FLOAT, [3, 4])],
+                       {"s1": np.array([3, 4], np.int64), "s2": np.array([0, -1], np.int64)})
+    ops, report = run(proto, "fuse(explain=true)")
+    assert ops == ["Reshape", "Reshape"]
+    assert any("copies a dimension" in why for why in report["not_fired"]["reshape-reshape"])
+
+
+def test_matmul_add_becomes_gemm_only_in_2d():
+    w = RNG.standard_normal((4, 3)).astype(np.float32)
+    b = RNG.standard_normal(3).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])]
+    ops, _ = run(make_model(nodes, [("x", FLOAT, [2, 4])], [("y", FLOAT, [2, 3])], {"w": w, "b": b}), "fuse")
+    assert ops == ["Gemm"]
+    ops, report = run(make_model(nodes, [("x", FLOAT, [2, 5, 4])], [("y", FLOAT, [2, 5, 3])], {"w": w, "b": b}),
+                      "fuse(explain=true)")
+    assert ops == ["MatMul", "Add"]
+    assert report["not_fired"]["matmul-add-gemm"] == ["MatMul_0: MatMul input is not 2-D"]
+
+
+def test_matmul_add_refuses_row_bias():
+    w = RNG.standard_normal((4, 3)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])]
+    proto = make_model(nodes, [("x", FLOAT, [2, 4])], [("y", FLOAT, [2, 3])],
+                       {"w": w, "b": RNG.standard_normal((2, 1)).astype(np.float32)})
+    ops, report = run(proto, "fuse(explain=true)")
+    assert ops == ["MatMul", "Add"] and "does not broadcast" in report["not_fired"]["matmul-add-gemm"][0]
+
+
+def test_unknown_rule_is_refused():
+    with pytest.raises(EffcError, match="unknown rule"):
+        effc.optimize(load_model(make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", FLOAT, [1])],
+                                            [("y", FLOAT, [1])])), "fuse(rules=[nope])", Context())
