@@ -1,0 +1,124 @@
+"""effc's lossless `default` pipeline against onnxslim, onnxsim and onnxoptimizer on the zoo models.
+
+For each model and each tool that installs: node count after, ONNX Runtime latency after (median over all
+timed runs; candidates measured interleaved, round by round, in one process, ORT's own graph optimizations on
+as users run it), and max output difference from the original relative to the output scale (random inputs;
+the encoder at two sequence lengths). Prints a table and writes JSON.
+
+    python benchmarks/bench_simplify.py [digits resnet18 mobilenetv2 encoder] [--repeat 30] [--rounds 3] [--json out.json]  (default: $TMPDIR/effc_simplify.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from effc import optimize  # noqa: E402
+from effc.context import Context  # noqa: E402
+from effc.ir import load_model  # noqa: E402
+from effc.runtime import ort_session, random_inputs, run_session  # noqa: E402
+from models.zoo import get  # noqa: E402
+
+
+def simplifiers() -> dict:
+    """The tools that import here, each as proto -> proto."""
+    tools = {}
+    try:
+        import onnxslim
+        tools["onnxslim"] = lambda proto: onnxslim.slim(proto)
+    except ImportError:
+        pass
+    try:
+        import onnxsim
+        tools["onnxsim"] = lambda proto: onnxsim.simplify(proto)[0]
+    except ImportError:
+        pass
+    try:
+        import onnxoptimizer
+        tools["onnxoptimizer"] = lambda proto: onnxoptimizer.optimize(proto, onnxoptimizer.get_fuse_and_elimination_passes())
+    except ImportError:
+        pass
+    return tools
+
+
+def effc_default(proto: onnx.ModelProto) -> onnx.ModelProto:
+    return optimize(load_model(proto), "default", Context(verify=True)).model.to_proto()
+
+
+def max_relative_diff(reference: list[dict], candidate: list[dict]) -> float:
+    worst = 0.0
+    for ref, cand in zip(reference, candidate):
+        for name, r in ref.items():
+            scale = max(float(np.abs(r).max()), 1e-12)
+            worst = max(worst, float(np.abs(cand[name].astype(np.float64) - r).max()) / scale)
+    return worst
+
+
+def bench_model(name: str, repeat: int, rounds: int) -> list[dict]:
+    proto = onnx.load(get(name).onnx_path)
+    specs = load_model(proto).input_specs()
+    feeds = [random_inputs(specs, seed=s, dim_value=v) for s, v in ((0, 1), (1, 7))]
+    candidates = {"original": proto, "effc": None, **{k: None for k in simplifiers()}}
+    errors, seconds = {}, {}
+    for tool, fn in {"effc": effc_default, **simplifiers()}.items():
+        start = time.perf_counter()
+        try:
+            candidates[tool] = fn(onnx.load(get(name).onnx_path))
+        except Exception as exc:  # a tool failing on a model is a result, not a crash
+            errors[tool] = str(exc).splitlines()[0][:120]
+        seconds[tool] = time.perf_counter() - start
+    sessions = {tool: ort_session(p) for tool, p in candidates.items() if p is not None}
+    outs = {tool: [run_session(s, f) for f in feeds] for tool, s in sessions.items()}
+    timings = {tool: [] for tool in sessions}
+    per_round = max(1, repeat // rounds)
+    for _ in range(rounds):
+        for tool, session in sessions.items():
+            names = [o.name for o in session.get_outputs()]
+            session.run(names, feeds[0])
+            for _ in range(per_round):
+                start = time.perf_counter()
+                session.run(names, feeds[0])
+                timings[tool].append((time.perf_counter() - start) * 1e3)
+    rows = []
+    for tool, p in candidates.items():
+        row = {"model": name, "tool": tool, "nodes": None, "latency_ms": None, "max_rel_diff": None,
+               "seconds": round(seconds.get(tool, 0.0), 2), "error": errors.get(tool)}
+        if p is not None:
+            row.update(nodes=len(p.graph.node), latency_ms=round(float(np.median(timings[tool])), 3),
+                       runs=len(timings[tool]), max_rel_diff=max_relative_diff(outs["original"], outs[tool]))
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=["digits", "resnet18", "mobilenetv2", "encoder"])
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", default=str(Path(tempfile.gettempdir()) / "effc_simplify.json"))
+    args = parser.parse_args(argv)
+    rows = [row for name in args.models for row in bench_model(name, args.repeat, args.rounds)]
+    print(f"{'model':12} {'tool':14} {'nodes':>6} {'ORT ms':>8} {'vs orig':>8} {'max rel diff':>13}  note")
+    for row in rows:
+        base = next(r for r in rows if r["model"] == row["model"] and r["tool"] == "original")
+        if row["nodes"] is None:
+            print(f"{row['model']:12} {row['tool']:14} {'-':>6} {'-':>8} {'-':>8} {'-':>13}  failed: {row['error']}")
+            continue
+        ratio = row["latency_ms"] / base["latency_ms"]
+        print(f"{row['model']:12} {row['tool']:14} {row['nodes']:6d} {row['latency_ms']:8.3f} {ratio:7.2f}x "
+              f"{row['max_rel_diff']:13.2e}")
+    Path(args.json).write_text(json.dumps(rows, indent=1))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
