@@ -193,10 +193,11 @@ class DeadCodeElimination(Pass):
 
 
 def _default_pipeline():
+    from effc.passes.fold_conv import FoldPad, FoldScale
     from effc.passes.fusion import Fuse, FoldBatchNorm
 
     return [FixedPoint([FoldConstants(), RemoveIdentity(), DedupInitializers(), CommonSubexpressions(),
-                        FoldBatchNorm(), Fuse(), DeadCodeElimination()])]
+                        FoldBatchNorm(), FoldPad(), FoldScale(), Fuse(), DeadCodeElimination()])]
 
 
 register_pipeline("default", _default_pipeline)

@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 from effc.ir import Model
 from effc.passbase import Pass, PassResult, register_pass
 from effc.passes.patterns import bypass, constant_value, producer, sole_consumer
+from effc.passes import fold_conv  # noqa: F401  (registers fold-pad, fold-scale)
 from effc.passes.quant_prepare import fold_batchnorm
 
 

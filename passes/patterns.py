@@ -44,6 +44,7 @@ def bypass(graph: gs.Graph, node: gs.Node, source: gs.Tensor | None = None) -> b
     if not any(out is o for o in graph.outputs):
         replace_uses(out, x)
         node.outputs.clear()
+        node.inputs.clear()  # the dead node must not count as a reader of its inputs any more
         return True
     prod = producer(x)
     if prod is None or any(x is t for t in graph.inputs) or any(x is o for o in graph.outputs) \

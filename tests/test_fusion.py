@@ -92,3 +92,43 @@ def test_unknown_rule_is_refused():
     with pytest.raises(EffcError, match="unknown rule"):
         effc.optimize(load_model(make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", FLOAT, [1])],
                                             [("y", FLOAT, [1])])), "fuse(rules=[nope])", Context())
+
+
+def test_fold_pad_into_conv_pads():
+    proto = make_model([helper.make_node("Pad", ["x", "pads"], ["p"]),
+                        helper.make_node("Conv", ["p", "w"], ["y"], pads=[0, 1, 0, 1])],
+                       [("x", FLOAT, [1, 2, 5, 5])], [("y", FLOAT, [1, 3, 5, 7])],
+                       {"pads": np.array([0, 0, 1, 0, 0, 0, 1, 0], np.int64),
+                        "w": RNG.standard_normal((3, 2, 3, 3)).astype(np.float32)})
+    ops, _ = run(proto, "fold-pad")
+    assert ops == ["Conv"]
+
+
+def test_fold_pad_refuses_channel_padding():
+    proto = make_model([helper.make_node("Pad", ["x", "pads"], ["p"]), helper.make_node("Conv", ["p", "w"], ["y"])],
+                       [("x", FLOAT, [1, 1, 5, 5])], [("y", FLOAT, [1, 3, 3, 3])],
+                       {"pads": np.array([0, 1, 0, 0, 0, 0, 0, 0], np.int64),
+                        "w": RNG.standard_normal((3, 2, 3, 3)).astype(np.float32)})
+    ops, _ = run(proto, "fold-pad")
+    assert ops == ["Pad", "Conv"]
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (3, 1, 1), ()])
+def test_fold_scale_mul_and_add_into_conv(shape):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"]), helper.make_node("Mul", ["h", "s"], ["m"]),
+             helper.make_node("Add", ["b", "m"], ["y"])]
+    proto = make_model(nodes, [("x", FLOAT, [1, 2, 4, 4])], [("y", FLOAT, [1, 3, 2, 2])],
+                       {"w": RNG.standard_normal((3, 2, 3, 3)).astype(np.float32),
+                        "s": RNG.uniform(0.5, 2, shape).astype(np.float32),
+                        "b": RNG.standard_normal(shape).astype(np.float32)})
+    ops, _ = run(proto, "fold-scale")
+    assert ops == ["Conv"]
+
+
+def test_fold_scale_refuses_spatial_broadcast():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"]), helper.make_node("Mul", ["h", "s"], ["y"])]
+    proto = make_model(nodes, [("x", FLOAT, [1, 2, 4, 4])], [("y", FLOAT, [1, 3, 2, 2])],
+                       {"w": RNG.standard_normal((3, 2, 3, 3)).astype(np.float32),
+                        "s": RNG.uniform(0.5, 2, (1, 1, 2, 2)).astype(np.float32)})
+    ops, _ = run(proto, "fold-scale")
+    assert ops == ["Conv", "Mul"]
