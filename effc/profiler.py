@@ -23,9 +23,11 @@ from effc.runtime import Latency
 BUILTIN_PREFIXES = ("vm.builtin.", "vm.", "relax.", "runtime.")
 # ONNX op -> the Relax op names its lowering produces (default: the op's name in lower case).
 RELAX_OPS = {
-    "Conv": ("conv1d", "conv2d", "conv3d"), "ConvTranspose": ("conv2d_transpose", "conv1d_transpose"),
+    # a Conv's bias lowers to an add fused into its kernel (BatchNorm folded into Conv leaves one on every conv)
+    "Conv": ("conv1d", "conv2d", "conv3d", "add"), "ConvTranspose": ("conv2d_transpose", "conv1d_transpose", "add"),
     "Gemm": ("matmul", "add", "multiply"), "MatMul": ("matmul",), "Add": ("add",),
-    "Sub": ("subtract",), "Mul": ("multiply",), "Div": ("divide",), "Relu": ("relu",), "Clip": ("clip", "minimum", "maximum"),
+    "Sub": ("subtract",), "Mul": ("multiply",), "Div": ("divide",), "Relu": ("relu",),
+    "Clip": ("clip", "minimum", "maximum", "tir_isnan", "where"),  # Clip lowers with NaN propagation
     "BatchNormalization": ("batch_norm",), "MaxPool": ("max_pool2d", "max_pool1d"), "AveragePool": ("avg_pool2d",),
     "GlobalAveragePool": ("mean", "adaptive_avg_pool2d", "sum", "divide"), "Softmax": ("softmax",),
     "LayerNormalization": ("layer_norm",), "Concat": ("concatenate", "concat"), "Gather": ("take", "less", "add", "where"),
@@ -36,6 +38,9 @@ RELAX_OPS = {
     "HardSwish": ("clip", "add", "multiply", "divide"), "Gelu": ("gelu",), "Erf": ("erf",), "Sqrt": ("sqrt",),
 }
 LOOKAHEAD = 16
+# Ops one ONNX node's lowering emits more than once (Clip's NaN checks, once per bound): a repeat joins the node
+# that already claimed it instead of claiming the next node.
+REPEATING_OPS = frozenset({"tir_isnan", "where"})
 
 
 @dataclass
@@ -102,7 +107,7 @@ def map_kernels(sequence: list[str], onnx_nodes: list[list]) -> dict[str, list[i
         this_call: dict[int, set[str]] = {}  # node index -> the ops of this call it accounts for
         for op in kernel_ops(symbol):
             # One ONNX node may lower to several Relax ops (Clip -> maximum, minimum; Gemm -> matmul, add).
-            owner = next((j for j, ops in this_call.items() if op in lowers_to(onnx_nodes[j][1]) and op not in ops), None)
+            owner = next((j for j, ops in this_call.items() if op in lowers_to(onnx_nodes[j][1]) and (op not in ops or op in REPEATING_OPS)), None)
             if owner is not None:
                 this_call[owner].add(op)
                 continue

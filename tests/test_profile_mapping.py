@@ -48,3 +48,12 @@ def test_peak_activation_frees_tensors_after_their_last_use():
     # at most two 4000-byte tensors are alive at once (a node's input and its output)
     assert peak_activation_bytes(model) == 2 * 4000
     assert np.dtype(np.float32).itemsize == 4
+
+
+def test_folded_conv_bias_and_clip_nan_checks_stay_with_their_nodes():
+    # BatchNorm folded into the Conv leaves a bias add in the conv kernel; Clip lowers with a NaN check per bound
+    nodes = [["conv_a", "Conv", 100, []], ["clip_a", "Clip", 0, [0]], ["conv_b", "Conv", 50, [1]], ["clip_b", "Clip", 0, [2]]]
+    kernel = "fused_conv2d_tir_isnan_where_add_maximum_tir_isnan_where_minimum"
+    mapping = map_kernels([kernel, kernel.replace("conv2d", "conv2d1")], nodes)
+    assert sorted(mapping[kernel]) == [0, 1]
+    assert sorted(mapping[kernel.replace("conv2d", "conv2d1")]) == [2, 3]
