@@ -30,9 +30,42 @@ class FoldBatchNorm(Pass):
     name = "fold-bn"
     kind = "lossless"
 
+    @dataclass
+    class Options:
+        standalone: bool = True  # a BatchNorm with no Conv before it becomes Mul+Add (standard ops every backend fuses)
+
     def run(self, model: Model, ctx) -> PassResult:
         folded = fold_batchnorm(model)
-        return PassResult(folded > 0, {"folded": folded})
+        split = _batchnorm_to_mul_add(model) if self.options.standalone else 0
+        return PassResult(folded + split > 0, {"folded": folded, "to_mul_add": split})
+
+
+def _batchnorm_to_mul_add(model: Model) -> int:
+    """Rewrite inference BatchNormalization with constant parameters as x * scale + shift."""
+    count = 0
+    for bn in [n for n in model.graph.nodes if n.op == "BatchNormalization"]:
+        params = [constant_value(t) for t in bn.inputs[1:5]]
+        x = bn.inputs[0]
+        if any(p is None for p in params) or len(bn.outputs) != 1 or x.shape is None or len(x.shape) < 2 \
+                or bn.attrs.get("training_mode", 0):
+            continue
+        gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+        scale = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
+        shape = (-1,) + (1,) * (len(x.shape) - 2)
+        dtype = np.dtype(x.dtype)
+        scaled = gs.Variable(model.unique_name(f"{bn.name}/scaled"), dtype, x.shape)
+        mul = gs.Node("Mul", model.unique_name(f"{bn.name}/mul"), inputs=[
+            x, gs.Constant(model.unique_name(f"{bn.name}_scale"), scale.reshape(shape).astype(dtype))], outputs=[scaled])
+        add = gs.Node("Add", model.unique_name(f"{bn.name}/add"), inputs=[
+            scaled, gs.Constant(model.unique_name(f"{bn.name}_shift"), (beta - mean * scale).reshape(shape).astype(dtype))],
+            outputs=list(bn.outputs))
+        bn.outputs.clear()
+        bn.inputs.clear()
+        model.graph.nodes += [mul, add]
+        count += 1
+    if count:
+        model.cleanup()
+    return count
 
 
 @dataclass

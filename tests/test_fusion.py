@@ -132,3 +132,16 @@ def test_fold_scale_refuses_spatial_broadcast():
                         "s": RNG.uniform(0.5, 2, (1, 1, 2, 2)).astype(np.float32)})
     ops, _ = run(proto, "fold-scale")
     assert ops == ["Conv", "Mul"]
+
+
+def test_standalone_batchnorm_becomes_mul_add_and_can_be_kept():
+    c = 3
+    params = {"g": RNG.uniform(0.5, 2, c), "b": RNG.standard_normal(c), "m": RNG.standard_normal(c), "v": RNG.uniform(0.5, 2, c)}
+    proto = make_model([helper.make_node("Relu", ["x"], ["r"]),
+                        helper.make_node("BatchNormalization", ["r", "g", "b", "m", "v"], ["y"])],
+                       [("x", FLOAT, ["N", c, 4])], [("y", FLOAT, ["N", c, 4])],
+                       {k: v.astype(np.float32) for k, v in params.items()})
+    ops, _ = run(proto, "fold-bn")
+    assert ops == ["Relu", "Mul", "Add"]
+    ops, _ = run(proto, "fold-bn(standalone=false)")
+    assert ops == ["Relu", "BatchNormalization"]
