@@ -22,11 +22,11 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from effc import optimize  # noqa: E402
-from effc.context import Context  # noqa: E402
-from effc.ir import load_model  # noqa: E402
-from effc.runtime import ort_session, random_inputs, run_session  # noqa: E402
-from models.zoo import get  # noqa: E402
+from effc import optimize
+from effc.context import Context
+from effc.ir import load_model
+from effc.runtime import ort_session, random_inputs, run_session
+from models.zoo import get
 
 
 def simplifiers() -> dict:
@@ -73,7 +73,7 @@ def bench_model(name: str, repeat: int, rounds: int) -> list[dict]:
         start = time.perf_counter()
         try:
             candidates[tool] = fn(onnx.load(get(name).onnx_path))
-        except Exception as exc:  # a tool failing on a model is a result, not a crash
+        except Exception as exc:  # noqa: BLE001 - a tool failing on a model is a result, not a crash
             errors[tool] = str(exc).splitlines()[0][:120]
         seconds[tool] = time.perf_counter() - start
     sessions = {tool: ort_session(p) for tool, p in candidates.items() if p is not None}

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from effc.passes.patterns import bypass, constant_value, graph_signature, replace_uses
 
 from effc.ir import Model
 from effc.passbase import Pass, PassResult, register_pass
-from effc.passes.patterns import bypass, constant_value, graph_signature, replace_uses
 from effc.pipeline import FixedPoint, register_pipeline
 
 # Deliberate compressed storage is never folded: int8 weights with their DequantizeLinear, and anything whose
@@ -194,7 +194,7 @@ class DeadCodeElimination(Pass):
 
 def _default_pipeline():
     from effc.passes.fold_conv import FoldPad, FoldScale
-    from effc.passes.fusion import Fuse, FoldBatchNorm
+    from effc.passes.fusion import FoldBatchNorm, Fuse
 
     return [FixedPoint([FoldConstants(), RemoveIdentity(), DedupInitializers(), CommonSubexpressions(),
                         FoldBatchNorm(), FoldPad(), FoldScale(), Fuse(), DeadCodeElimination()])]

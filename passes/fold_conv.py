@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from effc.passes.patterns import bypass, constant_value, producer, sole_consumer
 
 from effc.ir import Model
 from effc.passbase import Pass, PassResult, register_pass
-from effc.passes.patterns import bypass, constant_value, producer, sole_consumer
 
 
 def _channel_vector(value: np.ndarray, out_rank: int, channels: int) -> np.ndarray | None:

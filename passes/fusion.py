@@ -10,17 +10,17 @@ contrib ops here would only make the graph non-standard (and unreadable to the T
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from effc.passes import fold_conv  # noqa: F401  (registers fold-pad, fold-scale)
+from effc.passes.patterns import bypass, constant_value, producer, sole_consumer
+from effc.passes.quant_prepare import fold_batchnorm
 
 from effc.ir import Model
 from effc.passbase import Pass, PassResult, register_pass
-from effc.passes.patterns import bypass, constant_value, producer, sole_consumer
-from effc.passes import fold_conv  # noqa: F401  (registers fold-pad, fold-scale)
-from effc.passes.quant_prepare import fold_batchnorm
 
 
 @register_pass
@@ -195,4 +195,4 @@ class Fuse(Pass):
         return PassResult(bool(fired), {"fused": sum(fired.values())}, report)
 
 
-__all__ = ["FoldBatchNorm", "Fuse", "RULES", "Rule", "bypass"]
+__all__ = ["RULES", "FoldBatchNorm", "Fuse", "Rule", "bypass"]

@@ -80,7 +80,7 @@ def test_fold_constants_folds_weight_math_but_not_dequantize_or_growth():
     proto = make_model(nodes, [("x", FLOAT, [2, 4])], [("y", FLOAT, [2, 16])],
                        {"w": w, "q": RNG.integers(-5, 5, (4, 4)).astype(np.int8), "s": np.float32(0.1),
                         "codebook": codebook, "idx": idx, "cshape": np.array([4, 64], np.int64)})
-    result, ops = run(proto, "fold-constants")
+    _, ops = run(proto, "fold-constants")
     assert "Transpose" not in ops
     assert ops.count("DequantizeLinear") == 1 and ops.count("Gather") == 1 and ops.count("Cast") == 1
 
