@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 from effc.passes import fold_conv  # noqa: F401  (registers fold-pad, fold-scale)
-from effc.passes.patterns import bypass, constant_value, producer, sole_consumer
+from effc.passes.patterns import constant_value, producer, sole_consumer
 from effc.passes.quant_prepare import fold_batchnorm
 
 from effc.ir import Model
@@ -195,4 +195,4 @@ class Fuse(Pass):
         return PassResult(bool(fired), {"fused": sum(fired.values())}, report)
 
 
-__all__ = ["RULES", "FoldBatchNorm", "Fuse", "Rule", "bypass"]
+__all__ = ["RULES", "FoldBatchNorm", "Fuse", "Rule"]
