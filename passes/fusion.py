@@ -25,7 +25,7 @@ from effc.passbase import Pass, PassResult, register_pass
 
 @register_pass
 class FoldBatchNorm(Pass):
-    """Fold BatchNormalization with constant parameters into the Conv that produces its input."""
+    """Fold BatchNormalization into the Conv that produces its input; with no Conv, rewrite it as Mul+Add."""
 
     name = "fold-bn"
     kind = "lossless"
