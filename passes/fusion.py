@@ -147,16 +147,89 @@ def _matmul_add_to_gemm(model: Model, node: gs.Node) -> None:
     model.graph.nodes.append(gemm)
 
 
+def _check_reshape_target(graph: gs.Graph, node: gs.Node) -> str | None:
+    if len(node.inputs) < 2 or constant_value(node.inputs[1]) is not None:
+        return "target shape is already constant"
+    if node.attrs.get("allowzero", 0):
+        return "allowzero=1: a 0 in the target would mean an empty dim, not a copy"
+    if node.inputs[0].shape is None:
+        return "data shape unknown"
+    dims = _reshape_target_dims(node.inputs[1], node.inputs[0])
+    if isinstance(dims, str):
+        return dims
+    if sum(d == -1 for d in dims) > 1:
+        return "more than one -1 in the target"
+    return None
+
+
+def _constant_reshape_target(model: Model, node: gs.Node) -> None:
+    dims = _reshape_target_dims(node.inputs[1], node.inputs[0])
+    node.inputs[1] = gs.Constant(model.unique_name(f"{node.name}/shape"), np.array(dims, np.int64))
+
+
+def _reshape_target_dims(target: gs.Tensor, data: gs.Tensor) -> list[int] | str:
+    """A dynamic target Concat(Shape(t)[i]..., constants) as constants, with 0 ("copy data's dim at this index")
+    where Shape(t)[i] is the same dim as data's at that index; else the reason it cannot be."""
+    concat = producer(target)
+    if concat is None or concat.op != "Concat":
+        return "target is not a Concat"
+    dims: list[int] = []
+    for part in concat.inputs:
+        value = constant_value(part)
+        if value is not None:
+            dims.extend(int(v) for v in value.reshape(-1))
+            continue
+        source = _shape_element(part)
+        if source is None:
+            return f"target part {part.name!r} is neither constant nor Shape(x)[i]"
+        tensor, axis = source
+        j = len(dims)
+        if j >= len(data.shape) or tensor.shape is None or axis >= len(tensor.shape):
+            return f"target part {part.name!r} does not line up with the data's dims"
+        dim = tensor.shape[axis]
+        # one shape-inference run names each unknown dim once, so equal names are the same dim
+        if dim != data.shape[j] or not isinstance(dim, (int, str)) or dim == "":
+            return f"Shape({tensor.name})[{axis}] is not known to equal the data's dim {j}"
+        dims.append(dim if isinstance(dim, int) else 0)
+    return dims
+
+
+def _shape_element(part: gs.Tensor) -> tuple[gs.Tensor, int] | None:
+    """(t, i) when `part` is Shape(t)[i] as a 1-element vector: Unsqueeze(Gather(Shape(t), i)) or Gather(Shape(t), [i])."""
+    node = producer(part)
+    if node is not None and node.op == "Unsqueeze":
+        axes = constant_value(node.inputs[1]) if len(node.inputs) > 1 else np.asarray(node.attrs.get("axes", []))
+        gather = producer(node.inputs[0])
+        if axes is None or list(np.asarray(axes).reshape(-1)) != [0] or gather is None or gather.op != "Gather":
+            return None
+        index = constant_value(gather.inputs[1])
+        if index is None or index.ndim != 0:
+            return None
+    elif node is not None and node.op == "Gather":
+        gather, index = node, constant_value(node.inputs[1])
+        if index is None or index.shape != (1,):
+            return None
+    else:
+        return None
+    shape = producer(gather.inputs[0])
+    if shape is None or shape.op != "Shape" or shape.attrs.get("start", 0) or shape.attrs.get("end") is not None:
+        return None
+    if gather.attrs.get("axis", 0) != 0 or int(index.reshape(-1)[0]) < 0:
+        return None
+    return shape.inputs[0], int(index.reshape(-1)[0])
+
+
 RULES: list[Rule] = [
     Rule("transpose-transpose", "Transpose", _check_transpose_pair, _merge_transposes),
     Rule("reshape-reshape", "Reshape", _check_reshape_pair, _merge_reshapes),
     Rule("matmul-add-gemm", "MatMul", _check_matmul_add, _matmul_add_to_gemm),
+    Rule("reshape-target", "Reshape", _check_reshape_target, _constant_reshape_target),
 ]
 
 
 @register_pass
 class Fuse(Pass):
-    """Apply the fusion rules (Transpose pairs, Reshape chains, 2-D MatMul+Add into Gemm) until none fires."""
+    """Apply the fusion rules (Transpose pairs, Reshape chains, 2-D MatMul+Add into Gemm, dynamic Reshape targets) until none fires."""
 
     name = "fuse"
     kind = "lossless"

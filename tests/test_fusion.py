@@ -145,3 +145,35 @@ def test_standalone_batchnorm_becomes_mul_add_and_can_be_kept():
     assert ops == ["Relu", "Mul", "Add"]
     ops, _ = run(proto, "fold-bn(standalone=false)")
     assert ops == ["Relu", "BatchNormalization"]
+
+
+def head_split_model(second_axis: int = 1, last_dim=8):
+    """x[B,S,8] -> Reshape(x, Concat(Shape(x)[0], Shape(x)[second_axis], 2, 4)): the exporter's attention head split."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Gather", ["s", "i0"], ["d0"], name="g0", axis=0),
+             helper.make_node("Gather", ["s", "i1"], ["d1"], name="g1", axis=0),
+             helper.make_node("Unsqueeze", ["d0", "ax"], ["u0"], name="u0"),
+             helper.make_node("Unsqueeze", ["d1", "ax"], ["u1"], name="u1"),
+             helper.make_node("Concat", ["u0", "u1", "rest"], ["target"], name="cat", axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["r"], name="reshape"),
+             helper.make_node("Relu", ["r"], ["y"], name="relu")]
+    return make_model(nodes, [("x", FLOAT, ["B", "S", last_dim])], [("y", FLOAT, None)],
+                      {"i0": np.array(0, np.int64), "i1": np.array(second_axis, np.int64), "ax": np.array([0], np.int64),
+                       "rest": np.array([2, 4], np.int64)})
+
+
+def test_dynamic_reshape_target_becomes_constant_and_holds_for_every_size():
+    proto = head_split_model()
+    result = effc.optimize(load_model(proto), "fuse(rules=[reshape-target]),dce", Context(verify=True))
+    assert [n.op for n in result.model.graph.nodes] == ["Reshape", "Relu"]
+    assert list(result.model.graph.nodes[0].inputs[1].values) == [0, 0, 2, 4]
+    for shape in ((1, 3, 8), (4, 7, 8)):  # two sizes of the dynamic dims
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        np.testing.assert_array_equal(run_model(result.model, {"x": x})["y"], run_model(proto, {"x": x})["y"])
+
+
+def test_dynamic_reshape_target_refuses_dims_that_do_not_line_up():
+    # Shape(x)[2] (dynamic T) in position 1 is not "copy dim 1" (S): the rule must not fire
+    result = effc.optimize(load_model(head_split_model(second_axis=2, last_dim="T")), "fuse(rules=[reshape-target],explain=true)")
+    assert "Concat" in [n.op for n in result.model.graph.nodes]
+    assert "not known to equal the data's dim 1" in " ".join(result.context.reports["fuse"]["not_fired"]["reshape-target"])
