@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from effc.calib import CalibrationData
@@ -65,7 +66,7 @@ class PassProgress(Instrument):
 
 
 def ledger_table(ledger: Ledger) -> Table:
-    table = Table("step", "kind", "nodes", "params", "file", "MACs", "time", title=f"pipeline: {ledger.pipeline}", title_justify="left")
+    table = Table("step", "kind", "nodes", "params", "file", "MACs", "time", title=f"pipeline: {escape(ledger.pipeline)}", title_justify="left")
     has_latency = any(r.latency for r in ledger.rows)
     has_drift = any(r.drift for r in ledger.rows)
     if has_latency:
@@ -74,7 +75,7 @@ def ledger_table(ledger: Ledger) -> Table:
         table.add_column("max abs drift")
         table.add_column("top-1 agree")
     for row in ledger.rows:
-        cells = [row.step, row.kind, str(row.stats.nodes), human_count(row.stats.params), human_bytes(row.stats.file_bytes),
+        cells = [escape(row.step), row.kind, str(row.stats.nodes), human_count(row.stats.params), human_bytes(row.stats.file_bytes),
                  human_count(row.stats.macs), f"{row.seconds:.2f}s"]
         if has_latency:
             cells.append(f"{row.latency.median_ms:.2f} ms" if row.latency else "-")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from effc.commands.common import json_option, print_json, stdout
@@ -36,4 +37,4 @@ def command(as_json: bool) -> None:
         table.add_row(p["name"], p["kind"], p["description"], options or "-")
     stdout.print(table)
     for name, spec in info["pipelines"].items():
-        stdout.print(f"pipeline [bold]{name}[/] = {spec}")
+        stdout.print(f"pipeline [bold]{escape(name)}[/] = {escape(spec)}")
