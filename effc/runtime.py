@@ -128,4 +128,13 @@ def compare_outputs(reference: list[Mapping[str, np.ndarray]], candidate: list[M
                 agree += int(np.sum(np.argmax(r, axis=-1) == np.argmax(c, axis=-1)))
                 total += int(np.prod(r.shape[:-1]))
     rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-    return Drift(max_abs, rel, scale, cosine, agree / total if total else None, len(reference))
+    return Drift(max_abs, rel, scale, cosine, agree / total if total else None, _sample_count(reference))
+
+
+def _sample_count(batches: list[Mapping[str, np.ndarray]]) -> int:
+    """Samples over all batches: the first output's leading dim per batch (1 for scalar outputs)."""
+    count = 0
+    for outputs in batches:
+        first = next(iter(outputs.values()), None)
+        count += int(first.shape[0]) if first is not None and first.ndim >= 1 else 1
+    return count
