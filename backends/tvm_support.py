@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+import onnx_graphsurgeon as gs
+
 from effc.errors import EffcError
 from effc.ir import Model
 
@@ -28,9 +31,31 @@ def fold_constants(model: Model) -> Model:
     """A copy of `model` with every constant subgraph folded: compressed weights decoded, constant QDQ weights
     dequantized (TVM lowers QDQ to float math anyway), shape arithmetic evaluated."""
     folded = model.copy()
+    _dequantize_constant_weights(folded)
     folded.graph.fold_constants(size_threshold=None)
     folded.cleanup()
     return folded
+
+
+def _dequantize_constant_weights(model: Model) -> None:
+    """Replace DequantizeLinear of constant int8 weights by float constants (graphsurgeon never folds Q/DQ)."""
+    for node in [n for n in model.graph.nodes if n.op == "DequantizeLinear"]:
+        if not all(isinstance(t, gs.Constant) for t in node.inputs if t.name):
+            continue
+        x, scale = node.inputs[0].values, node.inputs[1].values
+        zero = node.inputs[2].values if len(node.inputs) > 2 and node.inputs[2].name else np.zeros((), x.dtype)
+        shape = [1] * x.ndim
+        if scale.ndim == 1 and scale.size > 1:
+            shape[node.attrs.get("axis", 1) % x.ndim] = scale.size
+        value = (x.astype(np.float32) - zero.astype(np.float32).reshape(shape if zero.size > 1 else ())) * scale.reshape(shape if scale.size > 1 else ())
+        out = node.outputs[0]
+        constant = gs.Constant(model.unique_name(f"{out.name}/dequantized"), np.ascontiguousarray(value.astype(scale.dtype)))
+        for consumer in list(out.outputs):
+            for i, t in enumerate(consumer.inputs):
+                if t is out:
+                    consumer.inputs[i] = constant
+        model.graph.outputs = [constant if t is out else t for t in model.graph.outputs]
+        node.outputs.clear()
 
 
 def check_lowerable(model: Model) -> None:

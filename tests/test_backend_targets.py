@@ -70,3 +70,25 @@ def test_fold_constants_evaluates_constant_subgraphs_on_a_copy():
     assert [n.op for n in folded.graph.nodes] == ["MatMul"]
     assert [n.op for n in model.graph.nodes] == ["Mul", "MatMul"]
     np.testing.assert_array_equal(folded.graph.nodes[0].inputs[1].values, 2 * w)
+
+
+def test_constant_int8_weights_are_dequantized_before_lowering():
+    import onnx
+    from onnx import helper
+
+    from effc.backends.tvm_support import fold_constants
+    from effc.ir import load_model
+    from effc.runtime import run_model
+    from tests.conftest import FLOAT, make_model
+
+    rng = np.random.default_rng(0)
+    m = make_model([helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["w"], name="dq", axis=1),
+                    helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+                   [("x", FLOAT, [2, 4])], [("y", FLOAT, [2, 3])],
+                   {"wq": rng.integers(-127, 127, (4, 3)).astype(np.int8), "s": np.array([0.1, 0.2, 0.3], np.float32),
+                    "z": np.zeros(3, np.int8)})
+    model = load_model(m)
+    folded = fold_constants(model)
+    assert [n.op for n in folded.graph.nodes] == ["MatMul"]
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(run_model(folded, {"x": x})["y"], run_model(model, {"x": x})["y"], rtol=1e-6, atol=1e-6)
