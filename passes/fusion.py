@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 from effc.passes import fold_conv  # noqa: F401  (registers fold-pad, fold-scale)
+from effc.passes.fusion_patterns import check_gelu, check_layernorm, check_softmax, rewrite_gelu, rewrite_layernorm, rewrite_softmax
 from effc.passes.patterns import constant_value, producer, sole_consumer
 from effc.passes.quant_prepare import fold_batchnorm
 
@@ -224,12 +225,15 @@ RULES: list[Rule] = [
     Rule("reshape-reshape", "Reshape", _check_reshape_pair, _merge_reshapes),
     Rule("matmul-add-gemm", "MatMul", _check_matmul_add, _matmul_add_to_gemm),
     Rule("reshape-target", "Reshape", _check_reshape_target, _constant_reshape_target),
+    Rule("layernorm", "Div", check_layernorm, rewrite_layernorm),
+    Rule("softmax", "Div", check_softmax, rewrite_softmax),
+    Rule("gelu", "Mul", check_gelu, rewrite_gelu),
 ]
 
 
 @register_pass
 class Fuse(Pass):
-    """Apply the fusion rules (Transpose pairs, Reshape chains, 2-D MatMul+Add into Gemm, dynamic Reshape targets) until none fires."""
+    """Apply the fusion rules (Transpose/Reshape chains, 2-D MatMul+Add into Gemm, dynamic Reshape targets, decomposed LayerNorm/Softmax/GELU) until none fires."""
 
     name = "fuse"
     kind = "lossless"
