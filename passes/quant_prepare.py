@@ -70,7 +70,8 @@ def _constant_ancestors(tensor: gs.Variable, producers: dict, graph: gs.Graph) -
 
 
 def fold_batchnorm(model: Model) -> int:
-    """Fold BatchNormalization that follows a Conv (sole consumer, constant parameters) into the Conv. Returns the count."""
+    """Fold BatchNormalization that follows a Conv, ConvTranspose (group 1) or Gemm (sole consumer, constant
+    parameters) into that layer's weight and bias. Returns the count."""
     graph = model.graph
     outputs = {id(t) for t in graph.outputs}
     folded = 0
@@ -78,28 +79,46 @@ def fold_batchnorm(model: Model) -> int:
         x = bn.inputs[0]
         if len(x.inputs) != 1 or len(x.outputs) != 1 or id(x) in outputs or len(bn.outputs) != 1:
             continue
-        conv = x.inputs[0]
+        layer = x.inputs[0]
         params = bn.inputs[1:5]
-        if conv.op != "Conv" or not all(isinstance(p, gs.Constant) for p in [conv.inputs[1], *params]):
+        axis = _output_channel_axis(layer)
+        if axis is None or not all(isinstance(p, gs.Constant) for p in [layer.inputs[1], *params]):
             continue
-        if len(conv.inputs) > 2 and not isinstance(conv.inputs[2], gs.Constant):
+        if len(layer.inputs) > 2 and not (isinstance(layer.inputs[2], gs.Constant) and layer.inputs[2].values.ndim == 1):
             continue
         gamma, beta, mean, var = (np.asarray(p.values, np.float64) for p in params)
         factor = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
-        weight = np.asarray(conv.inputs[1].values, np.float64)
-        bias = np.asarray(conv.inputs[2].values, np.float64) if len(conv.inputs) > 2 else np.zeros(weight.shape[0])
-        new_weight = weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))
+        weight = np.asarray(layer.inputs[1].values)
+        channels = weight.shape[axis]
+        bias = np.asarray(layer.inputs[2].values, np.float64) if len(layer.inputs) > 2 else np.zeros(channels)
+        if factor.size != channels or bias.size != channels:
+            continue
+        shape = [1] * weight.ndim
+        shape[axis] = channels
+        new_weight = weight.astype(np.float64) * factor.reshape(shape)
         new_bias = (bias - mean) * factor + beta
-        weight_name = conv.inputs[1].name
-        conv.inputs[1] = gs.Constant(model.unique_name(f"{weight_name}_bn"), new_weight.astype(np.float32))
-        bias_const = gs.Constant(model.unique_name(f"{weight_name}_bn_bias"), new_bias.astype(np.float32))
-        if len(conv.inputs) > 2:
-            conv.inputs[2] = bias_const
+        weight_name = layer.inputs[1].name
+        layer.inputs[1] = gs.Constant(model.unique_name(f"{weight_name}_bn"), new_weight.astype(weight.dtype))
+        bias_const = gs.Constant(model.unique_name(f"{weight_name}_bn_bias"), new_bias.astype(weight.dtype))
+        if len(layer.inputs) > 2:
+            layer.inputs[2] = bias_const
         else:
-            conv.inputs.append(bias_const)
-        conv.outputs = list(bn.outputs)
+            layer.inputs.append(bias_const)
+        layer.outputs = list(bn.outputs)
         bn.outputs.clear()
         folded += 1
     if folded:
         model.cleanup()
     return folded
+
+
+def _output_channel_axis(layer: gs.Node) -> int | None:
+    """The weight axis of a layer's output channels, or None for layers a BatchNorm cannot fold into."""
+    if layer.op == "Conv":
+        return 0
+    if layer.op == "ConvTranspose" and layer.attrs.get("group", 1) == 1:
+        return 1
+    if layer.op == "Gemm" and not layer.attrs.get("transA", 0) and layer.attrs.get("alpha", 1.0) == 1.0 \
+            and layer.attrs.get("beta", 1.0) == 1.0:
+        return 0 if layer.attrs.get("transB", 0) else 1
+    return None

@@ -177,3 +177,23 @@ def test_dynamic_reshape_target_refuses_dims_that_do_not_line_up():
     result = effc.optimize(load_model(head_split_model(second_axis=2, last_dim="T")), "fuse(rules=[reshape-target],explain=true)")
     assert "Concat" in [n.op for n in result.model.graph.nodes]
     assert "not known to equal the data's dim 1" in " ".join(result.context.reports["fuse"]["not_fired"]["reshape-target"])
+
+
+@pytest.mark.parametrize("layer", ["ConvTranspose", "Gemm", "GemmTransB"])
+def test_fold_bn_into_conv_transpose_and_gemm(layer):
+    rng = np.random.default_rng(3)
+    bn_params = {"g": rng.uniform(0.5, 1.5, 4).astype(np.float32), "b": rng.standard_normal(4).astype(np.float32),
+                 "m": rng.standard_normal(4).astype(np.float32), "v": rng.uniform(0.5, 2, 4).astype(np.float32)}
+    if layer == "ConvTranspose":
+        node = helper.make_node("ConvTranspose", ["x", "w"], ["h"], name="layer")
+        inputs, outputs, w = [("x", FLOAT, [1, 3, 5, 5])], [("y", FLOAT, [1, 4, 7, 7])], rng.standard_normal((3, 4, 3, 3))
+    else:
+        trans = layer == "GemmTransB"
+        node = helper.make_node("Gemm", ["x", "w", "c"], ["h"], name="layer", transB=int(trans))
+        inputs, outputs = [("x", FLOAT, [2, 6])], [("y", FLOAT, [2, 4])]
+        w = rng.standard_normal((4, 6) if trans else (6, 4))
+        bn_params["c"] = rng.standard_normal(4).astype(np.float32)
+    proto = make_model([node, helper.make_node("BatchNormalization", ["h", "g", "b", "m", "v"], ["y"], name="bn")],
+                       inputs, outputs, {"w": w.astype(np.float32), **bn_params})
+    result = effc.optimize(load_model(proto), "fold-bn", Context(verify=True))
+    assert [n.op for n in result.model.graph.nodes] == [node.op_type]
