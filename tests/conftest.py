@@ -40,3 +40,20 @@ def tiny_model():
          helper.make_node("Identity", ["h"], ["h2"], name="id"),
          helper.make_node("Relu", ["h2"], ["y"], name="relu")],
         [("x", FLOAT, ["N", 4])], [("y", FLOAT, None)], {"w": w})
+
+
+def optimize_checked(proto: onnx.ModelProto, spec: str, *, rtol: float = 1e-5, atol: float = 1e-5):
+    """Run `spec` with verification on; assert the outputs still match on ONNX Runtime (symbolic dims = 3)."""
+    import effc
+    from effc.context import Context
+    from effc.ir import load_model
+    from effc.runtime import random_inputs, run_model
+
+    model = load_model(proto)
+    feeds = random_inputs(model.input_specs(), seed=1, dim_value=3)
+    before = run_model(model, feeds)
+    result = effc.optimize(model.copy(), spec, Context(verify=True))
+    after = run_model(result.model, feeds)
+    for name, value in before.items():
+        np.testing.assert_allclose(after[name], value, rtol=rtol, atol=atol)
+    return result

@@ -10,20 +10,14 @@ import effc
 from effc.context import Context
 from effc.errors import EffcError
 from effc.ir import load_model
-from effc.runtime import random_inputs, run_model
-from tests.conftest import FLOAT, make_model
+from effc.runtime import run_model
+from tests.conftest import FLOAT, make_model, optimize_checked
 
 RNG = np.random.default_rng(0)
 
 
 def run(proto, spec):
-    model = load_model(proto)
-    feeds = random_inputs(model.input_specs(), seed=1, dim_value=3)
-    before = run_model(model, feeds)
-    result = effc.optimize(model.copy(), spec, Context(verify=True))
-    after = run_model(result.model, feeds)
-    for name, value in before.items():
-        np.testing.assert_allclose(after[name], value, rtol=1e-4, atol=1e-5)
+    result = optimize_checked(proto, spec, rtol=1e-4)
     report = result.context.reports.get(spec.split("(")[0])
     return [n.op for n in result.model.graph.nodes], report
 
