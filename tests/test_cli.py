@@ -13,7 +13,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from effc import Pass, PassResult, register_pass
+from effc import Pass, register_pass
 from effc.cli import cli
 from effc.passbase import unregister_pass
 
