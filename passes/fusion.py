@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 from effc.passes import fold_conv  # noqa: F401  (registers fold-pad, fold-scale)
-from effc.passes.fusion_patterns import check_gelu, check_layernorm, check_softmax, rewrite_gelu, rewrite_layernorm, rewrite_softmax
+from effc.passes.fusion_patterns import (check_gelu, check_layernorm, check_slice_pair, check_softmax, check_static_shape_chain,
+                                        rewrite_gelu, rewrite_layernorm, rewrite_slice_pair, rewrite_softmax,
+                                        rewrite_static_shape_chain)
 from effc.passes.patterns import constant_value, producer, sole_consumer
 from effc.passes.quant_prepare import fold_batchnorm
 
@@ -228,6 +230,10 @@ RULES: list[Rule] = [
     Rule("layernorm", "Div", check_layernorm, rewrite_layernorm),
     Rule("softmax", "Div", check_softmax, rewrite_softmax),
     Rule("gelu", "Mul", check_gelu, rewrite_gelu),
+    Rule("squeeze-chain", "Squeeze", check_static_shape_chain, rewrite_static_shape_chain),
+    Rule("unsqueeze-chain", "Unsqueeze", check_static_shape_chain, rewrite_static_shape_chain),
+    Rule("flatten-chain", "Flatten", check_static_shape_chain, rewrite_static_shape_chain),
+    Rule("slice-slice", "Slice", check_slice_pair, rewrite_slice_pair),
 ]
 
 

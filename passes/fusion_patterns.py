@@ -212,3 +212,71 @@ def rewrite_gelu(model: Model, half: gs.Node) -> None:
         n.outputs.clear()
         n.inputs.clear()
     model.graph.nodes.append(node)
+
+
+# ---------------------------------------------------------------- shape-op chains
+SHAPE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def check_static_shape_chain(graph: gs.Graph, node: gs.Node) -> str | None:
+    """Squeeze/Unsqueeze/Flatten after another shape-only op, with a fully static output: one Reshape does both."""
+    prev = producer(node.inputs[0])
+    if prev is None or prev.op not in SHAPE_OPS:
+        return "input is not a Reshape/Flatten/Squeeze/Unsqueeze"
+    out = node.outputs[0].shape
+    if out is None or not all(isinstance(d, int) for d in out):
+        return "output shape is not static"
+    if not _only_read_by(node.inputs[0], [node], graph):
+        return "the first op has other readers"
+    return None
+
+
+def rewrite_static_shape_chain(model: Model, node: gs.Node) -> None:
+    prev = producer(node.inputs[0])
+    target = gs.Constant(model.unique_name(f"{node.name}/shape"), np.array(node.outputs[0].shape, np.int64))
+    reshape = gs.Node("Reshape", model.unique_name(f"{node.name}/reshape"), inputs=[prev.inputs[0], target], outputs=[node.outputs[0]])
+    node.outputs.clear()
+    node.inputs.clear()
+    model.graph.nodes.append(reshape)
+
+
+def _slice_params(node: gs.Node) -> tuple | None:
+    """(starts, ends, axes, steps) of a Slice whose parameters are all constant, or None."""
+    def given(i: int) -> bool:
+        return len(node.inputs) > i and bool(node.inputs[i].name)
+
+    values = [constant_value(node.inputs[i]) if given(i) else None for i in range(1, 5)]
+    if any(given(i) and values[i - 1] is None for i in range(1, 5)) or values[0] is None or values[1] is None:
+        return None
+    starts, ends, axes, steps = values
+    count = len(starts)
+    return (starts.astype(np.int64), ends.astype(np.int64),
+            np.arange(count, dtype=np.int64) if axes is None else axes.astype(np.int64),
+            np.ones(count, np.int64) if steps is None else steps.astype(np.int64))
+
+
+def check_slice_pair(graph: gs.Graph, node: gs.Node) -> str | None:
+    prev = producer(node.inputs[0])
+    if prev is None or prev.op != "Slice":
+        return "input is not a Slice"
+    first, second = _slice_params(prev), _slice_params(node)
+    if first is None or second is None:
+        return "a Slice has non-constant parameters"
+    rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else None
+    if rank is None:
+        return "rank unknown"
+    axes_a, axes_b = set(first[2] % rank), set(second[2] % rank)
+    if axes_a & axes_b:
+        return "the Slices cut the same axis"
+    if not _only_read_by(node.inputs[0], [node], graph):
+        return "the first Slice has other readers"
+    return None
+
+
+def rewrite_slice_pair(model: Model, node: gs.Node) -> None:
+    prev = producer(node.inputs[0])
+    merged = [np.concatenate([a, b]) for a, b in zip(_slice_params(prev), _slice_params(node))]
+    names = ("starts", "ends", "axes", "steps")
+    source = prev.inputs[0]
+    node.inputs.clear()
+    node.inputs.extend([source, *(gs.Constant(model.unique_name(f"{node.name}/{n}"), v) for n, v in zip(names, merged))])

@@ -77,3 +77,28 @@ def test_gelu_becomes_one_op_from_opset_20():
 def test_gelu_is_left_alone_below_opset_20():
     ops, report = fuse(gelu_model(17), "gelu")
     assert "Gelu" not in ops and "needs opset 20" in " ".join(report["not_fired"]["gelu"])
+
+
+def test_slices_of_different_axes_merge_and_same_axis_is_refused():
+    def slice_model(second_axis):
+        nodes = [helper.make_node("Slice", ["x", "s1", "e1", "a1"], ["h"], name="first"),
+                 helper.make_node("Slice", ["h", "s2", "e2", "a2"], ["y"], name="second")]
+        out = [2, 2, 5] if second_axis == 2 else [2, 0, 8]
+        return make_model(nodes, [("x", FLOAT, [2, 3, 8])], [("y", FLOAT, out)],
+                          {"s1": np.array([1], np.int64), "e1": np.array([3], np.int64), "a1": np.array([1], np.int64),
+                           "s2": np.array([2], np.int64), "e2": np.array([7], np.int64), "a2": np.array([second_axis], np.int64)})
+
+    ops, _ = fuse(slice_model(2), "slice-slice")
+    assert ops == ["Slice"]
+    ops, report = fuse(slice_model(1), "slice-slice")
+    assert ops == ["Slice", "Slice"] and "same axis" in " ".join(report["not_fired"]["slice-slice"])
+
+
+def test_squeeze_unsqueeze_chain_with_static_shape_becomes_one_reshape():
+    nodes = [helper.make_node("Unsqueeze", ["x", "ax0"], ["a"], name="unsq"),
+             helper.make_node("Squeeze", ["a", "ax1"], ["b"], name="sq"),
+             helper.make_node("Flatten", ["b"], ["y"], name="flat", axis=2)]
+    proto = make_model(nodes, [("x", FLOAT, [2, 3, 8])], [("y", FLOAT, [6, 8])],
+                       {"ax0": np.array([0], np.int64), "ax1": np.array([0], np.int64)})
+    result = effc.optimize(load_model(proto), "fuse,dce", Context(verify=True))
+    assert [n.op for n in result.model.graph.nodes] == ["Reshape"]
