@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +29,8 @@ def free_port() -> int:
 
 
 def start_server(command: list[str], port: int):
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its own process group, so stopping it also stops the worker processes the server forks
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
@@ -35,9 +39,19 @@ def start_server(command: list[str], port: int):
         except OSError:
             time.sleep(0.3)
     else:
-        server.kill()
+        stop_server(server)
         pytest.fail("the TVM RPC server did not start")
     return server
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +60,7 @@ def rpc_server():
     server = start_server([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
                            "--port-end", str(port + 1)], port)
     yield f"127.0.0.1:{port}"
-    server.terminate()
-    server.wait(10)
+    stop_server(server)
 
 
 def compile_digits(folder, target):
@@ -110,5 +123,4 @@ def test_arm_artifact_over_rpc_to_an_emulated_aarch64_server(tmp_path):
         outputs = load_artifact(artifact, rpc=f"127.0.0.1:{port}")(input=x)
         np.testing.assert_allclose(outputs["logits"], digits_reference(x), atol=1e-4)
     finally:
-        server.terminate()
-        server.wait(10)
+        stop_server(server)
