@@ -1,0 +1,103 @@
+"""effc's CPU kernels as TE computes, used in place of TVM's stock legalizations.
+
+A dense 2-D convolution (groups=1, NCHW) reads its weights pre-packed as [OC/b, IC, KH, KW, b]: `b` output
+channels lie next to each other, so the schedule (cpu_schedule_rules) loads them as one SIMD vector and multiplies
+it by one broadcast input value. The packing is its own function on the weights alone, which
+LiftTransformParams moves into `main_transform_params`: it runs once when the artifact loads, not per call.
+"""
+
+from __future__ import annotations
+
+CONV_BLOCK = "effc_conv2d_nchw"
+PACK_BLOCK = "effc_pack_oihw"
+PAD_BLOCK = "effc_pad"
+
+
+def vector_lanes(target, dtype_bits: int = 32) -> int:
+    """How many `dtype_bits` values one SIMD register of `target` holds (at least 1)."""
+    from tvm.target import codegen
+
+    try:
+        width = int(codegen.llvm_get_vector_width(target))
+    except Exception:  # not an LLVM target
+        width = 128
+    return max(1, width // dtype_bits)
+
+
+def output_channel_block(channels: int, lanes: int) -> int:
+    """Output channels per packed block: two vectors when they divide the channel count, else the largest power
+    of two up to one vector that does (1 for odd counts)."""
+    for block in (2 * lanes, lanes, lanes // 2, lanes // 4, 2):
+        if block >= 2 and channels % block == 0:
+            return block
+    return 1
+
+
+def _static_ints(values) -> list[int] | None:
+    try:
+        return [int(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+
+
+def legalize_map(target) -> dict:
+    """LegalizeOps overrides for `target`: relax op name -> legalization function."""
+    lanes = vector_lanes(target)
+    return {"relax.nn.conv2d": lambda bb, call: _legalize_conv2d(bb, call, lanes)}
+
+
+def _stock_legalization(op_name: str):
+    import tvm
+
+    return tvm.ir.Op.get(op_name).get_attr("FLegalize")
+
+
+def _legalize_conv2d(bb, call, lanes: int):
+    attrs = call.attrs
+    data, weight = call.args
+    data_shape = _static_ints(data.ty.shape.values) if data.ty.shape is not None else None
+    weight_shape = _static_ints(weight.ty.shape.values) if weight.ty.shape is not None else None
+    plain = (attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW"
+             and int(attrs.groups) == 1 and data.ty.dtype == "float32"
+             and weight.ty.dtype == "float32" and str(attrs.out_dtype) in ("", "None", "float32", "void")
+             and data_shape is not None and weight_shape is not None)
+    if not plain:
+        return _stock_legalization("relax.nn.conv2d")(bb, call)
+    block = output_channel_block(weight_shape[0], lanes)
+    packed = bb.emit(bb.call_te(pack_oihw, weight, block, primfunc_name_hint="effc_pack_conv_weight"))
+    return bb.call_te(conv2d_nchw_packed, data, packed, [int(s) for s in attrs.strides],
+                      [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation], weight_shape[0],
+                      primfunc_name_hint="effc_conv2d")
+
+
+def pack_oihw(weight, block: int):
+    """OIHW -> [O/block, I, H, W, block]."""
+    from tvm import te
+
+    o, i, h, w = (int(d) for d in weight.shape)
+    return te.compute((o // block, i, h, w, block), lambda a, c, y, x, v: weight[a * block + v, c, y, x],
+                      name=PACK_BLOCK)
+
+
+def conv2d_nchw_packed(data, packed, strides, padding, dilation, out_channels: int):
+    """NCHW convolution over pre-packed weights; padding is (top, left, bottom, right)."""
+    from tvm import te, topi
+
+    n, in_channels, height, width = (int(d) for d in data.shape)
+    _, _, kh, kw, block = (int(d) for d in packed.shape)
+    sh, sw = strides
+    dh, dw = dilation
+    top, left, bottom, right = padding
+    if any(padding):
+        data = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], name=PAD_BLOCK)
+    out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    rc = te.reduce_axis((0, in_channels), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    return te.compute(
+        (n, out_channels, out_h, out_w),
+        lambda b, o, y, x: te.sum(
+            data[b, rc, y * sh + ry * dh, x * sw + rx * dw] * packed[o // block, rc, ry, rx, o % block],
+            axis=[rc, ry, rx]),
+        name=CONV_BLOCK)

@@ -1,0 +1,270 @@
+"""Default CPU schedules, chosen per fused PrimFunc without any search (the CPU counterpart of dlight's GPU rules).
+
+Each rule looks for the one heavy block of a function (a convolution over pre-packed weights, a matmul, a
+depthwise/grouped convolution), tiles it into a register block of SIMD accumulators, parallelizes the outer
+loops over cores and folds the function's elementwise epilogue (bias, activation, residual add) into the write
+of each tile. What no rule claims gets the generic schedule: inlined elementwise producers, parallel outer
+loops, vectorized inner loops.
+
+Rules raise when a function does not have the shape they expect; `default_schedule` then tries the next one.
+"""
+
+from __future__ import annotations
+
+from effc.backends.cpu_kernels import CONV_BLOCK, PAD_BLOCK, vector_lanes
+
+# Below this many output elements a parallel loop costs more (waking the thread pool) than it saves.
+PARALLEL_MIN_ELEMENTS = 4096
+
+
+class RuleMismatch(Exception):
+    """The function is not what the rule schedules."""
+
+
+def vector_registers(target) -> int:
+    """SIMD registers of `target`: 32 with AVX-512 or on AArch64, else 16."""
+    lanes = vector_lanes(target)
+    triple = str(target.attrs.get("mtriple", "")) if hasattr(target, "attrs") else ""
+    return 32 if lanes >= 16 or triple.startswith("aarch64") else 16
+
+
+def default_schedule(func, target):
+    """A Schedule of `func` for `target` (tvm.s_tir.Schedule), or None when no rule applies."""
+    from tvm import s_tir
+
+    lanes, registers = vector_lanes(target), vector_registers(target)
+    for rule in (_schedule_packed_conv, _schedule_matmul, _schedule_grouped_conv, _schedule_generic):
+        sch = s_tir.Schedule(func)
+        try:
+            rule(sch, lanes, registers)
+        except (RuleMismatch, s_tir.ScheduleError):
+            continue
+        return sch
+    return None
+
+
+def apply_cpu_schedules(target):
+    """A module pass: every PrimFunc without `tir.is_scheduled` gets `default_schedule` and that attribute."""
+    import tvm
+    from tvm import tirx
+
+    @tvm.transform.module_pass(opt_level=0, name="effc_apply_cpu_schedules")
+    def _apply(mod, _ctx):
+        updates = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc):
+                continue
+            if func.attrs is not None and "tir.is_scheduled" in func.attrs:
+                continue
+            sch = default_schedule(func, target)
+            if sch is not None:
+                updates[gvar] = sch.mod["main"].with_attr("tir.is_scheduled", True)
+        for gvar, func in updates.items():
+            mod[gvar] = func
+        return mod
+
+    return _apply
+
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _root_blocks(sch):
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def _name(sch, block) -> str:
+    return sch.get(block).name_hint
+
+
+def _find(sch, predicate):
+    found = [b for b in _root_blocks(sch) if predicate(_name(sch, b))]
+    if len(found) != 1:
+        raise RuleMismatch
+    return found[0]
+
+
+def _extents(sch, loops) -> list[int]:
+    extents = []
+    for loop in loops:
+        extent = sch.get(loop).extent
+        if not hasattr(extent, "value"):
+            raise RuleMismatch  # symbolic extent
+        extents.append(int(extent.value))
+    return extents
+
+
+def _is_reduction(sch, block) -> list[bool]:
+    return [int(iv.iter_type) == 2 for iv in sch.get(block).iter_vars]  # IterVar.CommReduce
+
+
+def _inline_elementwise(sch, keep) -> None:
+    """Inline every producer that feeds exactly one consumer, except the blocks in `keep`."""
+    kept = {_name(sch, b) for b in keep}
+    changed = True
+    while changed:
+        changed = False
+        for block in _root_blocks(sch):
+            if _name(sch, block) in kept or any(_is_reduction(sch, block)):
+                continue
+            if len(sch.get_consumers(block)) != 1:
+                continue
+            try:
+                sch.compute_inline(block)
+                changed = True
+            except Exception:  # an output block, or not inlinable: leave it
+                continue
+
+
+def _fold_epilogue(sch, writer, at_loop) -> None:
+    """Fold the consumers of `writer` (a tile's write-back) into it, or compute them at the tile."""
+    for consumer in sch.get_consumers(writer):
+        try:
+            sch.reverse_compute_inline(consumer)
+        except Exception:  # not elementwise over the tile: compute it per tile instead
+            sch.reverse_compute_at(consumer, at_loop)
+
+
+def _largest_divisor(n: int, limit: int) -> int:
+    return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
+
+
+def _vector_block(n: int, lanes: int) -> int:
+    for block in (2 * lanes, lanes, lanes // 2, lanes // 4, 2):
+        if block >= 2 and n % block == 0:
+            return block
+    raise RuleMismatch
+
+
+def _parallel_outer(sch, loops, elements: int) -> None:
+    if not loops:
+        return
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    if elements >= PARALLEL_MIN_ELEMENTS:
+        sch.parallel(fused)
+
+
+def _schedule_pad(sch, pad) -> None:
+    loops = sch.get_loops(pad)
+    extents = _extents(sch, loops)
+    _parallel_outer(sch, loops[:-1], extents[-1] * _product(extents[:-1]))
+
+
+def _product(values) -> int:
+    total = 1
+    for v in values:
+        total *= v
+    return total
+
+
+# ------------------------------------------------------------------------------------------------- rules
+def _schedule_packed_conv(sch, lanes: int, registers: int) -> None:
+    """conv over [OC/b, IC, KH, KW, b] weights: a tile of R output columns x b output channels in registers;
+    per (ic, ky, kx) one vector load of b weights and R broadcast inputs."""
+    conv = _find(sch, lambda name: name.startswith(CONV_BLOCK))
+    pads = [b for b in _root_blocks(sch) if _name(sch, b).startswith(PAD_BLOCK)]
+    packed = next(r.source for r in sch.get(conv).reads if len(r.source.shape) == 5)
+    block = int(packed.shape[-1])
+    _inline_elementwise(sch, keep=[conv, *pads])
+    n, o, y, x, rc, ry, rx = sch.get_loops(conv)
+    n_, oc, oh, ow = _extents(sch, [n, o, y, x])
+    vectors = max(1, block // lanes)
+    columns = _largest_divisor(ow, max(1, (registers - 8) // vectors))
+    o_outer, o_inner = sch.split(o, [None, block])
+    x_outer, x_inner = sch.split(x, [None, columns])
+    sch.reorder(n, o_outer, y, x_outer, rc, ry, rx, x_inner, o_inner)
+    writer = sch.cache_write(conv, 0, "local")
+    # the accumulators, channels innermost, so that each is one SIMD register
+    sch.transform_layout(conv, ("write", 0), lambda b, c, h, w: (b, h, w, c))
+    sch.reverse_compute_at(writer, x_outer)
+    _fold_epilogue(sch, writer, x_outer)
+    _parallel_outer(sch, [n, o_outer, y], n_ * oc * oh * ow)
+    sch.vectorize(o_inner)
+    sch.unroll(x_inner)
+    sch.decompose_reduction(conv, rc)
+    for pad in pads:
+        _schedule_pad(sch, pad)
+
+
+def _schedule_matmul(sch, lanes: int, registers: int) -> None:
+    """matmul [..., M, K] x [..., K, N]: a tile of R rows x b columns in registers, vectors along N."""
+    mm = _find(sch, lambda name: name == "matmul" or name.startswith(("T_matmul", "T_batch_matmul", "matmul")))
+    reduction = _is_reduction(sch, mm)
+    if reduction[-1] is not True or any(reduction[:-1]) or len(reduction) < 3:
+        raise RuleMismatch
+    j_var = sch.get(mm).iter_vars[-2].var
+    if not any(str(r.region[-1].min) == str(j_var) for r in sch.get(mm).reads):
+        raise RuleMismatch  # no operand is contiguous along the output columns
+    _inline_elementwise(sch, keep=[mm])
+    loops = sch.get_loops(mm)
+    *batch, i, j, k = loops
+    extents = _extents(sch, loops)
+    rows, cols = extents[-3], extents[-2]
+    block = _vector_block(cols, lanes)
+    vectors = max(1, block // lanes)
+    tile_rows = _largest_divisor(rows, max(1, (registers - 4) // vectors))
+    i_outer, i_inner = sch.split(i, [None, tile_rows])
+    j_outer, j_inner = sch.split(j, [None, block])
+    sch.reorder(*batch, i_outer, j_outer, k, i_inner, j_inner)
+    writer = sch.cache_write(mm, 0, "local")
+    sch.reverse_compute_at(writer, j_outer)
+    _fold_epilogue(sch, writer, j_outer)
+    _parallel_outer(sch, [*batch, i_outer, j_outer], _product(extents[:-1]))
+    sch.vectorize(j_inner)
+    sch.unroll(i_inner)
+    sch.decompose_reduction(mm, k)
+
+
+def _schedule_grouped_conv(sch, lanes: int, registers: int) -> None:
+    """TVM's grouped/depthwise NCHW conv: vectors along the output row, one broadcast weight per tap."""
+    conv = _find(sch, lambda name: name.startswith(("group_conv2d_nchw", "depthwise_conv2d_nchw")))
+    pads = [b for b in _root_blocks(sch) if _name(sch, b).startswith("pad_temp")]
+    _inline_elementwise(sch, keep=[conv, *pads])
+    loops = sch.get_loops(conv)
+    if len(loops) != 7:
+        raise RuleMismatch
+    n, c, y, x, rc, ry, rx = loops
+    n_, channels, oh, ow = _extents(sch, [n, c, y, x])
+    columns = ow if ow <= 2 * lanes else _largest_divisor(ow, 2 * lanes)
+    x_outer, x_inner = sch.split(x, [None, columns])
+    sch.reorder(n, c, y, x_outer, rc, ry, rx, x_inner)
+    writer = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(writer, x_outer)
+    _fold_epilogue(sch, writer, x_outer)
+    _parallel_outer(sch, [n, c, y], n_ * channels * oh * ow)
+    sch.vectorize(x_inner)
+    sch.decompose_reduction(conv, rc)
+    for pad in pads:
+        _schedule_pad(sch, pad)
+
+
+def _schedule_generic(sch, lanes: int, registers: int) -> None:
+    """Inline elementwise producers; parallel outer loops; vectorize the inner loop of purely spatial blocks."""
+    _inline_elementwise(sch, keep=[])
+    for block in _root_blocks(sch):
+        loops = sch.get_loops(block)
+        if not loops:
+            continue
+        try:
+            extents = _extents(sch, loops)
+        except RuleMismatch:
+            continue
+        reduction = _is_reduction(sch, block)
+        if len(reduction) != len(loops):
+            continue  # loops and iteration variables do not line up one to one
+        spatial = 0
+        while spatial < len(loops) and not reduction[spatial]:
+            spatial += 1
+        if spatial == 0:
+            continue
+        elements = _product(extents[:spatial])
+        if spatial == len(loops):
+            fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+            if elements % lanes == 0 and elements >= lanes:
+                outer, inner = sch.split(fused, [None, lanes])
+                sch.vectorize(inner)
+                if elements >= PARALLEL_MIN_ELEMENTS:
+                    sch.parallel(outer)
+            elif elements >= PARALLEL_MIN_ELEMENTS:
+                sch.parallel(fused)
+        else:
+            _parallel_outer(sch, loops[:spatial], elements * max(1, _product(extents[spatial:]) // 16))
