@@ -37,28 +37,21 @@ class TVMBackend(Backend):
                 tuning_db: str | None = None) -> Compiled:
         """Fold constants, refuse unimportable ops or dynamic dims, import to Relax, build, export library and params."""
         import tvm
-        from tvm.relax.frontend import detach_params
-        from tvm.relax.frontend.onnx import from_onnx
 
-        from effc.backends.tvm_schedules import relax_pipeline
+        from effc.backends.tvm_schedules import prepack_weights, relax_pipeline
 
         say = progress or (lambda text: None)
         say("folding constants")
         model = fold_constants(model)
-        check_lowerable(model)
         seconds: dict[str, float] = {}
         start = time.perf_counter()
         say("importing into Relax")
-        shapes = {spec.name: list(spec.shape) for spec in model.input_specs()}
-        try:
-            mod = from_onnx(model.to_proto(), shape_dict=shapes, keep_params_in_input=True)
-        except Exception as exc:  # the frontend raises bare Python errors for attributes it does not support
-            raise EffcError(f"TVM's ONNX frontend failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
-        mod, params = detach_params(mod)
+        mod, params = import_relax(model)
         seconds["import"] = time.perf_counter() - start
         say(f"building for {target.name}")
         start = time.perf_counter()
         tvm_target = target.tvm_target()
+        mod, values = prepack_weights(mod, params.get("main", []), tvm_target)
         executable = tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(tvm_target, tuning_db=tuning_db))
         seconds["build"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -69,7 +62,7 @@ class TVMBackend(Backend):
             executable.export_library(str(out_dir / LIBRARY), fcompile=cc.cross_compiler(target.cross_compiler))
         else:
             executable.export_library(str(out_dir / LIBRARY))
-        values = [p.numpy() for p in params.get("main", [])]
+        values = [v.numpy() if hasattr(v, "numpy") else v for v in values]
         np.savez(out_dir / PARAMS, **{f"p{i:05d}": v for i, v in enumerate(values)})
         seconds["link"] = time.perf_counter() - start
         macs = layer_macs(model)
@@ -92,6 +85,22 @@ class TVMBackend(Backend):
             return QemuRunner(folder, meta)
         check_runs_here(target)
         return NativeRunner(folder, meta)
+
+
+def import_relax(model: Model):
+    """(IRModule, params) of `model` (constants already folded): the ONNX frontend with parameters kept as inputs,
+    then detached. What compile builds and what `effc tune` extracts its tasks from. EffcError for unimportable ops,
+    dynamic dims or a frontend failure."""
+    from tvm.relax.frontend import detach_params
+    from tvm.relax.frontend.onnx import from_onnx
+
+    check_lowerable(model)
+    shapes = {spec.name: list(spec.shape) for spec in model.input_specs()}
+    try:
+        mod = from_onnx(model.to_proto(), shape_dict=shapes, keep_params_in_input=True)
+    except Exception as exc:  # the frontend raises bare Python errors for attributes it does not support
+        raise EffcError(f"TVM's ONNX frontend failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    return detach_params(mod)
 
 
 def check_runs_here(target: Target) -> None:

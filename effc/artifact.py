@@ -109,29 +109,26 @@ class Artifact:
 
     def __init__(self, folder: str | Path, meta: dict, runner):
         self.folder, self.meta, self.runner = Path(folder), meta, runner
-
-    @property
-    def input_names(self) -> list[str]:
-        return [spec["name"] for spec in self.meta["inputs"]]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [spec["name"] for spec in self.meta["outputs"]]
+        self.input_names = [spec["name"] for spec in meta["inputs"]]
+        self.output_names = [spec["name"] for spec in meta["outputs"]]
+        # checked on every call: kept ready, since formatting a numpy dtype costs more than a small model's inference
+        self._input_checks = [(spec, np.dtype(spec["dtype"])) for spec in meta["inputs"]]
 
     def ordered_inputs(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The inputs in effc.json order, checked; EffcError for a missing, unknown, misshapen or mistyped input."""
-        unknown = sorted(set(feeds) - set(self.input_names))
-        if unknown:
-            raise EffcError(f"unknown input {unknown[0]!r}; the artifact takes {', '.join(self.input_names)}")
+        if len(feeds) != len(self.input_names) or any(name not in feeds for name in self.input_names):
+            unknown = sorted(set(feeds) - set(self.input_names))
+            if unknown:
+                raise EffcError(f"unknown input {unknown[0]!r}; the artifact takes {', '.join(self.input_names)}")
         ordered = []
-        for spec in self.meta["inputs"]:
+        for spec, dtype in self._input_checks:
             if spec["name"] not in feeds:
                 raise EffcError(f"missing input {spec['name']!r} (shape {spec['shape']}, {spec['dtype']})")
             value = np.asarray(feeds[spec["name"]])
             expected = spec["shape"]
             if len(value.shape) != len(expected) or any(isinstance(d, int) and d != n for d, n in zip(expected, value.shape)):
                 raise EffcError(f"input {spec['name']!r} has shape {list(value.shape)}; the artifact was compiled for {spec['shape']}")
-            if str(value.dtype) != spec["dtype"]:
+            if value.dtype != dtype:
                 raise EffcError(f"input {spec['name']!r} has dtype {value.dtype}; the artifact takes {spec['dtype']}")
             ordered.append(value)
         return ordered
