@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from effc.backends.cpu_kernels import CONV_BLOCK, PAD_BLOCK, vector_lanes
 
-# Below this many output elements a parallel loop costs more (waking the thread pool) than it saves.
-PARALLEL_MIN_ELEMENTS = 4096
+# Waking the thread pool costs a few microseconds: a loop nest runs in parallel only when it has more work than
+# that, in multiply-adds (about 5 us on one core here) or, for elementwise loops, in elements.
+PARALLEL_MIN_MACS = 1 << 18
+PARALLEL_MIN_ELEMENTS = 1 << 14
 
 
 class RuleMismatch(Exception):
@@ -28,23 +30,29 @@ def vector_registers(target) -> int:
     return 32 if lanes >= 16 or triple.startswith("aarch64") else 16
 
 
-def default_schedule(func, target):
-    """A Schedule of `func` for `target` (tvm.s_tir.Schedule), or None when no rule applies."""
+def choose_schedule(func, target):
+    """(rule name, tvm.s_tir.Schedule) of the first rule that schedules `func` for `target`, or (None, None)."""
     from tvm import s_tir
 
     lanes, registers = vector_lanes(target), vector_registers(target)
-    for rule in (_schedule_packed_conv, _schedule_matmul, _schedule_grouped_conv, _schedule_generic):
+    for name, rule in RULES:
         sch = s_tir.Schedule(func)
         try:
             rule(sch, lanes, registers)
         except (RuleMismatch, s_tir.ScheduleError):
             continue
-        return sch
-    return None
+        return name, sch
+    return None, None
+
+
+def default_schedule(func, target):
+    """A Schedule of `func` for `target` (tvm.s_tir.Schedule), or None when no rule applies."""
+    return choose_schedule(func, target)[1]
 
 
 def apply_cpu_schedules(target):
-    """A module pass: every PrimFunc without `tir.is_scheduled` gets `default_schedule` and that attribute."""
+    """A module pass: every PrimFunc without `tir.is_scheduled` gets `default_schedule`, that attribute and
+    `effc.schedule_rule` (which rule scheduled it)."""
     import tvm
     from tvm import tirx
 
@@ -56,15 +64,14 @@ def apply_cpu_schedules(target):
                 continue
             if func.attrs is not None and "tir.is_scheduled" in func.attrs:
                 continue
-            sch = default_schedule(func, target)
+            rule, sch = choose_schedule(func, target)
             if sch is not None:
-                updates[gvar] = sch.mod["main"].with_attr("tir.is_scheduled", True)
+                updates[gvar] = sch.mod["main"].with_attrs({"tir.is_scheduled": True, "effc.schedule_rule": rule})
         for gvar, func in updates.items():
             mod[gvar] = func
         return mod
 
     return _apply
-
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -135,18 +142,20 @@ def _vector_block(n: int, lanes: int) -> int:
     raise RuleMismatch
 
 
-def _parallel_outer(sch, loops, elements: int) -> None:
+def _parallel_outer(sch, loops, macs: int) -> None:
     if not loops:
         return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    if elements >= PARALLEL_MIN_ELEMENTS:
+    if macs >= PARALLEL_MIN_MACS:
         sch.parallel(fused)
 
 
 def _schedule_pad(sch, pad) -> None:
     loops = sch.get_loops(pad)
     extents = _extents(sch, loops)
-    _parallel_outer(sch, loops[:-1], extents[-1] * _product(extents[:-1]))
+    fused = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+    if _product(extents) >= PARALLEL_MIN_ELEMENTS:
+        sch.parallel(fused)
 
 
 def _product(values) -> int:
@@ -166,7 +175,7 @@ def _schedule_packed_conv(sch, lanes: int, registers: int) -> None:
     block = int(packed.shape[-1])
     _inline_elementwise(sch, keep=[conv, *pads])
     n, o, y, x, rc, ry, rx = sch.get_loops(conv)
-    n_, oc, oh, ow = _extents(sch, [n, o, y, x])
+    n_, oc, oh, ow, ic, kh, kw = _extents(sch, [n, o, y, x, rc, ry, rx])
     vectors = max(1, block // lanes)
     columns = _largest_divisor(ow, max(1, (registers - 8) // vectors))
     o_outer, o_inner = sch.split(o, [None, block])
@@ -177,7 +186,7 @@ def _schedule_packed_conv(sch, lanes: int, registers: int) -> None:
     sch.transform_layout(conv, ("write", 0), lambda b, c, h, w: (b, h, w, c))
     sch.reverse_compute_at(writer, x_outer)
     _fold_epilogue(sch, writer, x_outer)
-    _parallel_outer(sch, [n, o_outer, y], n_ * oc * oh * ow)
+    _parallel_outer(sch, [n, o_outer, y], n_ * oc * oh * ow * ic * kh * kw)
     sch.vectorize(o_inner)
     sch.unroll(x_inner)
     sch.decompose_reduction(conv, rc)
@@ -208,14 +217,15 @@ def _schedule_matmul(sch, lanes: int, registers: int) -> None:
     writer = sch.cache_write(mm, 0, "local")
     sch.reverse_compute_at(writer, j_outer)
     _fold_epilogue(sch, writer, j_outer)
-    _parallel_outer(sch, [*batch, i_outer, j_outer], _product(extents[:-1]))
+    _parallel_outer(sch, [*batch, i_outer, j_outer], _product(extents))
     sch.vectorize(j_inner)
     sch.unroll(i_inner)
     sch.decompose_reduction(mm, k)
 
 
 def _schedule_grouped_conv(sch, lanes: int, registers: int) -> None:
-    """TVM's grouped/depthwise NCHW conv: vectors along the output row, one broadcast weight per tap."""
+    """TVM's grouped/depthwise NCHW conv: per channel, its padded plane is built in cache right before use; vectors
+    along the output row, one broadcast weight per tap."""
     conv = _find(sch, lambda name: name.startswith(("group_conv2d_nchw", "depthwise_conv2d_nchw")))
     pads = [b for b in _root_blocks(sch) if _name(sch, b).startswith("pad_temp")]
     _inline_elementwise(sch, keep=[conv, *pads])
@@ -223,18 +233,20 @@ def _schedule_grouped_conv(sch, lanes: int, registers: int) -> None:
     if len(loops) != 7:
         raise RuleMismatch
     n, c, y, x, rc, ry, rx = loops
-    n_, channels, oh, ow = _extents(sch, [n, c, y, x])
-    columns = ow if ow <= 2 * lanes else _largest_divisor(ow, 2 * lanes)
+    n_, channels, oh, ow, per_group, kh, kw = _extents(sch, loops)
+    columns = ow if ow <= lanes else _largest_divisor(ow, lanes)
     x_outer, x_inner = sch.split(x, [None, columns])
     sch.reorder(n, c, y, x_outer, rc, ry, rx, x_inner)
     writer = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(writer, x_outer)
     _fold_epilogue(sch, writer, x_outer)
-    _parallel_outer(sch, [n, c, y], n_ * channels * oh * ow)
+    plane = sch.fuse(n, c)
+    if n_ * channels * oh * ow * per_group * kh * kw >= PARALLEL_MIN_MACS:
+        sch.parallel(plane)
+    for pad in pads:
+        sch.compute_at(pad, plane)
     sch.vectorize(x_inner)
     sch.decompose_reduction(conv, rc)
-    for pad in pads:
-        _schedule_pad(sch, pad)
 
 
 def _schedule_generic(sch, lanes: int, registers: int) -> None:
@@ -267,4 +279,13 @@ def _schedule_generic(sch, lanes: int, registers: int) -> None:
             elif elements >= PARALLEL_MIN_ELEMENTS:
                 sch.parallel(fused)
         else:
-            _parallel_outer(sch, loops[:spatial], elements * max(1, _product(extents[spatial:]) // 16))
+            _parallel_outer(sch, loops[:spatial], _product(extents))
+
+
+# Tried in order; the first that fits a function schedules it.
+RULES = (
+    ("packed-conv", _schedule_packed_conv),
+    ("matmul", _schedule_matmul),
+    ("grouped-conv", _schedule_grouped_conv),
+    ("generic", _schedule_generic),
+)
