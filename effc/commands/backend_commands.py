@@ -12,6 +12,7 @@ from rich.table import Table
 from effc.commands.common import (human_bytes, input_shape_option, json_option, parse_input_shapes, print_json,
                                   remember_for_reproducer, stderr, stdout)
 from effc.commands.optimize import build_pipeline, ledger_table, pipeline_options, run_pipeline
+from effc.commands.tune import budget_options, parse_budget, run_tuning, summary_line, tasks_table
 from effc.errors import EffcError
 from effc.ir import load_model
 
@@ -22,14 +23,27 @@ from effc.ir import load_model
 @click.option("--cpu", default=None, help="CPU model: for arm cortex-a53, cortex-a72, cortex-a76, neoverse-n1, ...; for x86 an LLVM cpu name.")
 @pipeline_options
 @click.option("-o", "--output", default=None, type=click.Path(), help="Artifact folder (default MODEL_STEM.TARGET.effc).")
+@click.option("--tune", "tune_first", is_flag=True, help="Tune with MetaSchedule first (needs --trials or --time), then apply the database.")
+@budget_options
 @input_shape_option
 @json_option
-def compile_cmd(model_path, target_name, cpu, spec, recipe, calib_path, random_calib, seed, output, input_shapes, as_json) -> None:
-    """Run the passes on MODEL, then compile it into a deployable artifact folder for a target."""
+def compile_cmd(model_path, target_name, cpu, spec, recipe, calib_path, random_calib, seed, output, tune_first, trials,
+                duration, db_dir, min_flops, rpc_tracker, rpc_key, input_shapes, as_json) -> None:
+    """Run the passes on MODEL, then compile it into a deployable artifact folder for a target.
+
+    With --db DIR the kernels in that tuning database (`effc tune`) get their tuned schedules; with --tune this
+    command tunes first (into --db, or the target's default database)."""
     from effc.artifact import compile_artifact, default_output
     from effc.backends.targets import get_target
 
     target = get_target(target_name, cpu)
+    tuning_requested = tune_first or db_dir or trials or duration or rpc_tracker or rpc_key
+    if tuning_requested and target.backend != "tvm":
+        raise EffcError(f"--target {target.name} is not compiled by TVM: --tune and --db do not apply")
+    if tune_first:
+        parse_budget(trials, duration)  # fail on a bad budget before any pass runs
+    elif trials or duration or rpc_tracker or rpc_key:
+        raise EffcError("--trials, --time, --rpc-tracker and --rpc-key apply with --tune")
     pipeline = build_pipeline(spec, recipe)
     remember_for_reproducer(model_path, str(pipeline))
     model = load_model(model_path, parse_input_shapes(input_shapes))
@@ -41,17 +55,30 @@ def compile_cmd(model_path, target_name, cpu, spec, recipe, calib_path, random_c
                           target=target_name if target_name in ("x86", "arm") else None)
     out = Path(output) if output else default_output(model_path, target_name)
     progress = (lambda text: None) if as_json else (lambda text: stderr.print(f"[dim]{text}[/]"))
+    tuning, report = {}, None
+    if tune_first:
+        report = run_tuning(result.model, target, trials=trials, duration=duration, db_dir=db_dir, min_flops=min_flops,
+                            rpc_tracker=rpc_tracker, rpc_key=rpc_key, seed=seed)
+        tuning["tuning_db"] = report.db
+    elif db_dir:
+        from effc.backends.tuning import check_db
+
+        tuning["tuning_db"] = str(check_db(db_dir, target))
     meta = compile_artifact(result.model, target, out, source=model_path, pipeline=str(pipeline),
-                            ledger=result.ledger.to_json(), progress=progress)
+                            ledger=result.ledger.to_json(), progress=progress, **tuning)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     if as_json:
         print_json({"artifact": str(out), "bytes": size, "target": meta["target"], "compile_seconds": meta["compile_seconds_total"],
                     "inputs": meta["inputs"], "outputs": meta["outputs"], "ledger": meta["ledger"],
-                    "warnings": result.context.warnings})
+                    "warnings": result.context.warnings, "tuning_db": tuning.get("tuning_db"),
+                    "tuning": report.to_json() if report else None})
         return
     for warning in result.context.warnings:
         stderr.print(f"[yellow]warning:[/] {warning}")
     stdout.print(ledger_table(result.ledger))
+    if report:
+        stdout.print(tasks_table(report))
+        stdout.print(summary_line(report))
     stdout.print(f"wrote {out} ({human_bytes(size)}, {meta['compile_seconds_total']:.1f}s) for {target.name}"
                  + (f" ({target.cpu})" if target.cpu else ""))
 
