@@ -122,13 +122,15 @@ def _inline_elementwise(sch, keep) -> None:
                 continue
 
 
-def _fold_epilogue(sch, writer, at_loop) -> None:
-    """Fold the consumers of `writer` (a tile's write-back) into it, or compute them at the tile."""
+def _fold_epilogue(sch, writer, lanes: int) -> None:
+    """Fold the elementwise consumers of `writer` (a tile's write-back) into it. Any other consumer (a reshape or
+    transpose fused after the kernel) runs after the whole kernel, scheduled generically: computing it per tile
+    would let it read outside the tile, since TVM bounds a tile's region by a rectangle."""
     for consumer in sch.get_consumers(writer):
         try:
             sch.reverse_compute_inline(consumer)
-        except Exception:  # not elementwise over the tile: compute it per tile instead
-            sch.reverse_compute_at(consumer, at_loop)
+        except Exception:  # not elementwise over the tile
+            _schedule_block_generic(sch, consumer, lanes)
 
 
 def _largest_divisor(n: int, limit: int) -> int:
@@ -185,7 +187,7 @@ def _schedule_packed_conv(sch, lanes: int, registers: int) -> None:
     # the accumulators, channels innermost, so that each is one SIMD register
     sch.transform_layout(conv, ("write", 0), lambda b, c, h, w: (b, h, w, c))
     sch.reverse_compute_at(writer, x_outer)
-    _fold_epilogue(sch, writer, x_outer)
+    _fold_epilogue(sch, writer, lanes)
     _parallel_outer(sch, [n, o_outer, y], n_ * oc * oh * ow * ic * kh * kw)
     sch.vectorize(o_inner)
     sch.unroll(x_inner)
@@ -216,7 +218,7 @@ def _schedule_matmul(sch, lanes: int, registers: int) -> None:
     sch.reorder(*batch, i_outer, j_outer, k, i_inner, j_inner)
     writer = sch.cache_write(mm, 0, "local")
     sch.reverse_compute_at(writer, j_outer)
-    _fold_epilogue(sch, writer, j_outer)
+    _fold_epilogue(sch, writer, lanes)
     _parallel_outer(sch, [*batch, i_outer, j_outer], _product(extents))
     sch.vectorize(j_inner)
     sch.unroll(i_inner)
@@ -239,7 +241,7 @@ def _schedule_grouped_conv(sch, lanes: int, registers: int) -> None:
     sch.reorder(n, c, y, x_outer, rc, ry, rx, x_inner)
     writer = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(writer, x_outer)
-    _fold_epilogue(sch, writer, x_outer)
+    _fold_epilogue(sch, writer, lanes)
     plane = sch.fuse(n, c)
     if n_ * channels * oh * ow * per_group * kh * kw >= PARALLEL_MIN_MACS:
         sch.parallel(plane)
@@ -253,33 +255,37 @@ def _schedule_generic(sch, lanes: int, registers: int) -> None:
     """Inline elementwise producers; parallel outer loops; vectorize the inner loop of purely spatial blocks."""
     _inline_elementwise(sch, keep=[])
     for block in _root_blocks(sch):
-        loops = sch.get_loops(block)
-        if not loops:
-            continue
-        try:
-            extents = _extents(sch, loops)
-        except RuleMismatch:
-            continue
-        reduction = _is_reduction(sch, block)
-        if len(reduction) != len(loops):
-            continue  # loops and iteration variables do not line up one to one
-        spatial = 0
-        while spatial < len(loops) and not reduction[spatial]:
-            spatial += 1
-        if spatial == 0:
-            continue
-        elements = _product(extents[:spatial])
-        if spatial == len(loops):
-            fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-            if elements % lanes == 0 and elements >= lanes:
-                outer, inner = sch.split(fused, [None, lanes])
-                sch.vectorize(inner)
-                if elements >= PARALLEL_MIN_ELEMENTS:
-                    sch.parallel(outer)
-            elif elements >= PARALLEL_MIN_ELEMENTS:
-                sch.parallel(fused)
-        else:
-            _parallel_outer(sch, loops[:spatial], _product(extents))
+        _schedule_block_generic(sch, block, lanes)
+
+
+def _schedule_block_generic(sch, block, lanes: int) -> None:
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    try:
+        extents = _extents(sch, loops)
+    except RuleMismatch:
+        return
+    reduction = _is_reduction(sch, block)
+    if len(reduction) != len(loops):
+        return  # loops and iteration variables do not line up one to one
+    spatial = 0
+    while spatial < len(loops) and not reduction[spatial]:
+        spatial += 1
+    if spatial == 0:
+        return
+    elements = _product(extents[:spatial])
+    if spatial < len(loops):
+        _parallel_outer(sch, loops[:spatial], _product(extents))
+        return
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    if elements % lanes == 0 and elements >= lanes:
+        outer, inner = sch.split(fused, [None, lanes])
+        sch.vectorize(inner)
+        if elements >= PARALLEL_MIN_ELEMENTS:
+            sch.parallel(outer)
+    elif elements >= PARALLEL_MIN_ELEMENTS:
+        sch.parallel(fused)
 
 
 # Tried in order; the first that fits a function schedules it.

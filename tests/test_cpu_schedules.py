@@ -94,3 +94,29 @@ def test_each_rule_computes_what_the_unscheduled_kernel_computes(rule_name):
         lib["main"](*tensors)
         results.append(tensors[-1].numpy())
     np.testing.assert_allclose(results[1], results[0], rtol=1e-4, atol=1e-4 * float(np.abs(results[0]).max()))
+
+
+@pytest.mark.tvm
+@pytest.mark.parametrize("tail", ["Transpose", "Flatten", "Sigmoid"])
+def test_conv_followed_by_layout_ops_compiles_to_the_same_numbers(tmp_path, tail):
+    """An elementwise tail is folded into the conv's tiles; layout ops stay kernels of their own (FuseOps does not
+    fuse them after a conv) with the generic schedule. Odd column counts and a partial pad on purpose."""
+    from onnx import helper
+
+    from conftest import FLOAT, make_model
+    from effc.artifact import compile_artifact, load_artifact
+    from effc.backends.targets import get_target
+    from effc.runtime import run_model
+
+    rng = np.random.default_rng(0)
+    attrs = {"perm": [0, 2, 3, 1]} if tail == "Transpose" else {}
+    proto = make_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+         helper.make_node(tail, ["c"], ["y"], name="tail", **attrs)],
+        [("x", FLOAT, [1, 5, 9, 11])], [("y", FLOAT, None)],
+        {"w": rng.standard_normal((24, 5, 3, 3)).astype(np.float32), "b": rng.standard_normal(24).astype(np.float32)})
+    model = effc.load_model(proto)
+    compile_artifact(model, get_target("x86"), tmp_path / "a.effc")
+    x = rng.standard_normal((1, 5, 9, 11)).astype(np.float32)
+    np.testing.assert_allclose(load_artifact(tmp_path / "a.effc")(x=x)["y"], run_model(model, {"x": x})["y"],
+                               rtol=1e-4, atol=1e-4)
