@@ -191,6 +191,7 @@ def _schedule_packed_conv(sch, lanes: int, registers: int) -> None:
     _parallel_outer(sch, [n, o_outer, y], n_ * oc * oh * ow * ic * kh * kw)
     sch.vectorize(o_inner)
     sch.unroll(x_inner)
+    sch.vectorize(sch.get_loops(writer)[-1])  # the tile's write-back and epilogue, along the output row
     sch.decompose_reduction(conv, rc)
     for pad in pads:
         _schedule_pad(sch, pad)
@@ -222,7 +223,17 @@ def _schedule_matmul(sch, lanes: int, registers: int) -> None:
     _parallel_outer(sch, [*batch, i_outer, j_outer], _product(extents))
     sch.vectorize(j_inner)
     sch.unroll(i_inner)
+    sch.vectorize(sch.get_loops(writer)[-1])
     sch.decompose_reduction(mm, k)
+
+
+def _row_tile(width: int, lanes: int) -> int:
+    """Output columns per vector in a row-vectorized kernel: a power of two of at least 4 that divides the row (LLVM
+    splits odd widths into several partial vectors), else the whole row when it fits one vector."""
+    for tile in (lanes, lanes // 2, lanes // 4):
+        if tile >= 4 and width % tile == 0:
+            return tile
+    return width if width <= lanes else _largest_divisor(width, lanes)
 
 
 def _schedule_grouped_conv(sch, lanes: int, registers: int) -> None:
@@ -236,8 +247,7 @@ def _schedule_grouped_conv(sch, lanes: int, registers: int) -> None:
         raise RuleMismatch
     n, c, y, x, rc, ry, rx = loops
     n_, channels, oh, ow, per_group, kh, kw = _extents(sch, loops)
-    columns = ow if ow <= lanes else _largest_divisor(ow, lanes)
-    x_outer, x_inner = sch.split(x, [None, columns])
+    x_outer, x_inner = sch.split(x, [None, _row_tile(ow, lanes)])
     sch.reorder(n, c, y, x_outer, rc, ry, rx, x_inner)
     writer = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(writer, x_outer)
@@ -248,6 +258,9 @@ def _schedule_grouped_conv(sch, lanes: int, registers: int) -> None:
     for pad in pads:
         sch.compute_at(pad, plane)
     sch.vectorize(x_inner)
+    sch.unroll(ry)
+    sch.unroll(rx)
+    sch.vectorize(sch.get_loops(writer)[-1])
     sch.decompose_reduction(conv, rc)
 
 
