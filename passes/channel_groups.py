@@ -4,7 +4,8 @@ Every float tensor is described along its channel axis (axis 1) as a list of seg
 "channel space" (a union-find id) with a size and a repeat factor (a flattened channel covers
 `repeat` consecutive columns). Layers that create channels (Conv, Gemm, MatMul with constant
 weights) open a new space; BatchNorm, activations, pooling, Pad, Resize and depthwise Conv
-carry it through; Add/Mul/... join the spaces of their inputs; Concat on the channel axis lays
+carry it through; a grouped Conv (groups g) reads its input space and opens its output space as g
+equal blocks, so pruning removes the same number of channels from every block and g stays; Add/Mul/... join the spaces of their inputs; Concat on the channel axis lays
 segments end to end; Flatten/Reshape into a matrix multiplies the repeat. Anything else that
 reads a space, and the graph's inputs and outputs, block it. A group is one space after
 joining: all its members drop the same channel indices.
@@ -12,6 +13,7 @@ joining: all its members drop the same channel indices.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +34,8 @@ BINARY_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean",
 class Member:
     """One place a group's channels live: `node.inputs[input_index]` sliced along `axis`.
 
-    role: producer (drops output channels), consumer (drops input channels), depthwise, batchnorm,
+    role: producer (drops output channels), consumer (drops input channels), grouped-consumer (a grouped
+    Conv's weight, whose axis 1 indexes channels within a group), depthwise, batchnorm,
     constant (a broadcast operand of an elementwise op), reshape / resize (a shape input to rewrite).
     A channel c of the group is index `offset + c * repeat + j` (j < repeat) along the axis.
     """
@@ -54,6 +57,7 @@ class ChannelGroup:
     members: list[Member] = field(default_factory=list)
     tensors: list[tuple[gs.Variable, int, int]] = field(default_factory=list)  # (tensor, offset, repeat)
     blocked: str | None = None
+    blocks: int = 1  # grouped Convs read or make these channels: each of `blocks` equal runs loses as many
 
     @property
     def producers(self) -> list[gs.Node]:
@@ -95,10 +99,12 @@ class _Spaces:
         self.members: list[list[Member]] = []
         self.tensors: list[list[tuple[gs.Variable, int, int]]] = []
         self.blocked: list[str | None] = []
+        self.blocks: list[int] = []
 
-    def new(self, size: int, blocked: str | None = None) -> int:
+    def new(self, size: int, blocked: str | None = None, blocks: int = 1) -> int:
         self.parent.append(len(self.parent))
         self.size.append(size)
+        self.blocks.append(blocks)
         self.members.append([])
         self.tensors.append([])
         self.blocked.append(blocked)
@@ -118,6 +124,14 @@ class _Spaces:
         self.members[a] += self.members[b]
         self.tensors[a] += self.tensors[b]
         self.blocked[a] = self.blocked[a] or self.blocked[b]
+        self.require_blocks(a, self.blocks[b])
+
+    def require_blocks(self, i: int, blocks: int) -> None:
+        """Channels of space `i` must be removed evenly from `blocks` equal runs (from grouped Convs)."""
+        root = self.find(i)
+        self.blocks[root] = math.lcm(self.blocks[root], blocks)
+        if self.size[root] % self.blocks[root]:
+            self.block(root, f"grouped Convs split {self.size[root]} channels into {self.blocks[root]} blocks")
 
     def block(self, i: int, reason: str) -> None:
         root = self.find(i)
@@ -147,7 +161,8 @@ def dependency_groups(model: Model, protect: tuple[str, ...] | list[str] = ()) -
         if spaces.find(i) != i:
             continue
         members = sorted(spaces.members[i], key=lambda m: order[id(m.node)])
-        group = ChannelGroup(len(groups), spaces.size[i], members, spaces.tensors[i], spaces.blocked[i])
+        group = ChannelGroup(len(groups), spaces.size[i], members, spaces.tensors[i], spaces.blocked[i],
+                             spaces.blocks[i])
         if group.blocked is None and not group.producers:
             group.blocked = "no layer produces these channels"
         hit = next((m.node.name for m in group.members if m.node.name in protected), None)
@@ -238,8 +253,17 @@ class _Tracer:
             self.attach(x, node, "depthwise", 1, 0)
             if has_bias:
                 self.attach(x, node, "depthwise", 2, 0)
+        elif len(self.segs.get(x.name, ())) == 1 and self.segs[x.name][0].repeat == 1:
+            # every group keeps the same share of its input and output channels; the group count stays
+            self.spaces.require_blocks(self.segs[x.name][0].space, group)
+            self.attach(x, node, "grouped-consumer", 1, 1)
+            self.open(node.outputs[0], c_out)
+            self.spaces.require_blocks(self.segs[node.outputs[0].name][0].space, group)
+            self.attach(node.outputs[0], node, "producer", 1, 0)
+            if has_bias:
+                self.attach(node.outputs[0], node, "producer", 2, 0)
         else:
-            self.refuse(node, f"grouped Conv {node.name} (group={group}) reads them")
+            self.refuse(node, f"grouped Conv {node.name} (group={group}) reads a concatenation of them")
 
     def _visit_Gemm(self, node: gs.Node) -> None:
         a, b = node.inputs[0], node.inputs[1]

@@ -12,8 +12,10 @@ from effc.ir import Model
 from effc.metrics import layer_macs
 from effc.passes.channel_groups import ChannelGroup
 
-# (id(node), input index) -> {axis: indices to delete along that axis}
-Edits = dict[tuple[int, int], dict[int, set[int]]]
+# (id(node), input index) -> {axis: indices to delete along that axis}; a grouped Conv's weight has the key
+# GROUPED_INPUT instead of axis 1: input channel indices of the whole layer, each group dropping as many of its own
+Edits = dict[tuple[int, int], dict[int | str, set[int]]]
+GROUPED_INPUT = "grouped-input"
 
 
 def kept_count(size: int, ratio: float, round_to: int) -> int:
@@ -88,9 +90,18 @@ def choose_drops(groups: Iterable[ChannelGroup], ratios: Mapping[int, float], sc
     drops = {}
     for group in groups:
         keep = kept_count(group.size, ratios.get(group.id, 0.0), round_to)
-        if keep < group.size:
-            order = np.argsort(scores[group.id], kind="stable")
-            drops[group.id] = np.sort(order[: group.size - keep])
+        if keep >= group.size:
+            continue
+        if group.blocks > 1:  # the same count from every block, the least important of each
+            run = group.size // group.blocks
+            drop = run - max(1, round(keep / group.blocks))
+            if drop > 0:
+                drops[group.id] = np.sort(np.concatenate([
+                    start + np.argsort(scores[group.id][start:start + run], kind="stable")[:drop]
+                    for start in range(0, group.size, run)]))
+            continue
+        order = np.argsort(scores[group.id], kind="stable")
+        drops[group.id] = np.sort(order[: group.size - keep])
     return drops
 
 
@@ -107,7 +118,8 @@ def plan_edits(groups: Iterable[ChannelGroup], drops: Mapping[int, np.ndarray]) 
                 node, count = shrink.get(id(member.node), (member.node, 0))
                 shrink[id(member.node)] = (node, count + len(indices))
             else:
-                edits[(id(member.node), member.input_index)][member.axis].update(int(i) for i in indices)
+                axis = GROUPED_INPUT if member.role == "grouped-consumer" else member.axis
+                edits[(id(member.node), member.input_index)][axis].update(int(i) for i in indices)
     return edits, shrink
 
 
@@ -119,7 +131,10 @@ def predicted_macs(model: Model, edits: Edits) -> int:
         node = by_name[name]
         factor = 1.0
         for axis, indices in edits.get((id(node), 1), {}).items():
-            factor *= 1.0 - len(indices) / node.inputs[1].shape[axis]
+            if axis == GROUPED_INPUT:
+                factor *= 1.0 - len(indices) / (node.inputs[1].shape[1] * int(node.attrs.get("group", 1)))
+            else:
+                factor *= 1.0 - len(indices) / node.inputs[1].shape[axis]
         total += macs * factor
     return int(round(total))
 
@@ -132,7 +147,10 @@ def removed_params(groups: Iterable[ChannelGroup], edits: Edits) -> int:
         shape = list(nodes[node_id].inputs[index].shape)
         kept = list(shape)
         for axis, indices in axes.items():
-            kept[axis] -= len(indices)
+            if axis == GROUPED_INPUT:
+                kept[1] -= len(indices) // int(nodes[node_id].attrs.get("group", 1))
+            else:
+                kept[axis] -= len(indices)
         removed += int(np.prod(shape)) - int(np.prod(kept))
     return removed
 
@@ -146,11 +164,14 @@ def apply_drops(model: Model, groups: Iterable[ChannelGroup], drops: Mapping[int
         node = nodes[node_id]
         tensor = node.inputs[index]
         values = np.asarray(tensor.values)
-        for axis, indices in sorted(axes.items()):
+        for axis, indices in sorted((a, i) for a, i in axes.items() if a != GROUPED_INPUT):
             values = np.delete(values, sorted(indices), axis=axis)
+        if GROUPED_INPUT in axes:
+            values = _drop_grouped_inputs(values, sorted(axes[GROUPED_INPUT]), int(node.attrs["group"]))
         node.inputs[index] = gs.Constant(model.unique_name(f"{tensor.name}_pruned"), np.ascontiguousarray(values))
-        if node.op == "Conv" and int(node.attrs.get("group", 1)) > 1 and index == 1:
-            node.attrs["group"] = int(values.shape[0])
+        group = int(node.attrs.get("group", 1))
+        if node.op == "Conv" and group > 1 and index == 1 and group == tensor.shape[0] and tensor.shape[1] == 1:
+            node.attrs["group"] = int(values.shape[0])  # depthwise: one group per channel left
     for node, count in shrink.values():
         index = 1 if node.op == "Reshape" else 3
         tensor = node.inputs[index]
@@ -159,3 +180,15 @@ def apply_drops(model: Model, groups: Iterable[ChannelGroup], drops: Mapping[int
             values[1] -= count
         node.inputs[index] = gs.Constant(model.unique_name(f"{tensor.name}_pruned"), values)
     return len(edits) + len(shrink)
+
+
+def _drop_grouped_inputs(weight: np.ndarray, channels: list[int], groups: int) -> np.ndarray:
+    """A grouped Conv's weight [O, I/g, ...] without the layer input `channels` (each group loses as many): the rows
+    of group k keep the columns of group k's remaining channels."""
+    per_group = weight.shape[1]
+    rows = weight.shape[0] // groups
+    parts = []
+    for k in range(groups):
+        local = [c - k * per_group for c in channels if k * per_group <= c < (k + 1) * per_group]
+        parts.append(np.delete(weight[k * rows:(k + 1) * rows], local, axis=1))
+    return np.concatenate(parts, axis=0)

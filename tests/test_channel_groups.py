@@ -191,17 +191,58 @@ def test_matmul_columns_and_bias_constant_form_a_group():
     assert node(model, "bias").inputs[1].shape == (12,)
 
 
+def grouped_model():
+    """a (8 channels) -> grouped conv g (2 groups of 4 in, 4 out) -> c; one dead channel in every block."""
+    return make_model(
+        [conv("a", "x", "wa", "ha"), relu("ra", "ha", "h1"),
+         conv("g", "h1", "wg", "hg", "bg", group=2, pads=[1, 1, 1, 1]), relu("rg", "hg", "h2"),
+         conv("c", "h2", "wc", "y")],
+        [("x", FLOAT, [1, 3, 6, 6])], [("y", FLOAT, None)],
+        {"wa": weights(8, 3, 1, 1, dead=(1, 6)), "wg": weights(8, 4, 3, 3, dead=(2, 5)), "bg": weights(8, dead=(2, 5)),
+         "wc": weights(4, 8, 1, 1)})
+
+
+def test_grouped_conv_keeps_its_groups_and_loses_as_many_channels_per_group():
+    groups, _ = prunable_groups(grouped_model())
+    assert sorted((g.name, g.blocks) for g in groups) == [("a", 2), ("g", 2)]
+    model, stats = prune_exact(grouped_model(), ratio=0.25)
+    assert stats["channels_removed"] == 4
+    grouped = node(model, "g")
+    assert grouped.attrs["group"] == 2 and grouped.inputs[1].shape == (6, 3, 3, 3) and grouped.inputs[2].shape == (6,)
+    assert node(model, "a").inputs[1].shape == (6, 3, 1, 1) and node(model, "c").inputs[1].shape == (4, 6, 1, 1)
+
+
+def test_grouped_conv_drops_the_weakest_channels_of_each_group_not_overall():
+    # both dead channels of `a` in group 0: group 1 must still lose one (its weakest), so the result is not exact
+    proto = grouped_model()
+    model = load_model(proto)
+    wa = np.asarray(node(model, "a").inputs[1].values).copy()
+    wa[[0, 1]] = 0.0
+    wa[4:] = 10.0 * weights(4, 3, 1, 1)
+    wa[5] *= 0.01
+    node(model, "a").inputs[1].values = wa
+    result = effc.optimize(model, [Prune(round_to=1, reconstruct=False, per_layer={"a": 0.25}, ratio=0.0)],
+                           effc.Context()).model
+    kept = np.asarray(node(result, "a").inputs[1].values)
+    assert kept.shape[0] == 6
+    assert np.count_nonzero(np.abs(kept).reshape(6, -1).sum(axis=1) == 0) == 1  # one dead channel survives
+    np.testing.assert_array_equal(kept[3:], wa[[4, 6, 7]])  # group 1 lost its weakest channel, 5
+
+
 def test_what_blocks_a_group():
     proto = make_model(
         [conv("a", "x", "wa", "ha"), helper.make_node("Transpose", ["ha"], ["t"], name="tr", perm=[0, 2, 3, 1]),
-         conv("b", "x", "wb", "hb"), conv("g", "hb", "wg", "hg", group=2), conv("c", "x", "wc", "y")],
+         conv("b", "x", "wb", "hb"), conv("b2", "x", "wb2", "hb2"),
+         helper.make_node("Concat", ["hb", "hb2"], ["cat"], name="cat", axis=1), conv("g", "cat", "wg", "hg", group=2),
+         conv("c", "x", "wc", "y")],
         [("x", FLOAT, [1, 4, 4, 4])], [("t", FLOAT, None), ("hg", FLOAT, None), ("y", FLOAT, None)],
-        {"wa": weights(4, 4, 1, 1), "wb": weights(4, 4, 1, 1), "wg": weights(4, 2, 1, 1), "wc": weights(4, 4, 1, 1)})
+        {"wa": weights(4, 4, 1, 1), "wb": weights(4, 4, 1, 1), "wb2": weights(4, 4, 1, 1), "wg": weights(4, 4, 1, 1),
+         "wc": weights(4, 4, 1, 1)})
     model = load_model(proto)
     model.infer_shapes()
     reasons = {g.name: g.blocked for g in dependency_groups(model)}
     assert reasons["a"] == "Transpose tr reads them"
-    assert reasons["b"] == "grouped Conv g (group=2) reads them"
+    assert reasons["b"] == "grouped Conv g (group=2) reads a concatenation of them"
     assert reasons["c"] == "network output"
     assert reasons["group0"] == "network input"
 
