@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from effc.backends.cpu_kernels import CONV_BLOCK, PAD_BLOCK, vector_lanes
 
+# TVM 0.27 marks a scheduled PrimFunc "tirx.is_scheduled" (MetaScheduleApplyDatabase, dlight); older code "tir.".
+SCHEDULED_ATTRS = ("tirx.is_scheduled", "tir.is_scheduled")
+
 # Waking the thread pool costs a few microseconds: a loop nest runs in parallel only when it has more work than
 # that, in multiply-adds (about 5 us on one core here) or, for elementwise loops, in elements.
 PARALLEL_MIN_MACS = 1 << 18
@@ -51,8 +54,8 @@ def default_schedule(func, target):
 
 
 def apply_cpu_schedules(target):
-    """A module pass: every PrimFunc without `tir.is_scheduled` gets `default_schedule`, that attribute and
-    `effc.schedule_rule` (which rule scheduled it)."""
+    """A module pass: every PrimFunc not marked scheduled gets `default_schedule`, the mark and `effc.schedule_rule`
+    (which rule scheduled it)."""
     import tvm
     from tvm import tirx
 
@@ -62,11 +65,11 @@ def apply_cpu_schedules(target):
         for gvar, func in mod.functions_items():
             if not isinstance(func, tirx.PrimFunc):
                 continue
-            if func.attrs is not None and "tir.is_scheduled" in func.attrs:
-                continue
+            if func.attrs is not None and any(key in func.attrs for key in SCHEDULED_ATTRS):
+                continue  # scheduled already, e.g. by a tuning database
             rule, sch = choose_schedule(func, target)
             if sch is not None:
-                updates[gvar] = sch.mod["main"].with_attrs({"tir.is_scheduled": True, "effc.schedule_rule": rule})
+                updates[gvar] = sch.mod["main"].with_attrs({"tirx.is_scheduled": True, "effc.schedule_rule": rule})
         for gvar, func in updates.items():
             mod[gvar] = func
         return mod

@@ -73,7 +73,7 @@ def prepack_weights(mod, params: list, target):
 
 
 def default_schedule_pass(target):
-    """Schedules every PrimFunc that nothing scheduled before (no `tir.is_scheduled` attribute)."""
+    """Schedules every PrimFunc that nothing scheduled before (no `tirx.is_scheduled` mark)."""
     from effc.backends.cpu_schedule_rules import apply_cpu_schedules
 
     return apply_cpu_schedules(target)

@@ -73,6 +73,10 @@ class Model:
     def to_proto(self) -> onnx.ModelProto:
         _repack_4bit_constants(self.graph)
         proto = gs.export_onnx(self.graph, do_type_check=False)
+        # Intermediate shapes are derived data (every consumer infers them) and not free: in a saved file they add
+        # bytes, and ONNX Runtime takes them as licence for fusions that can be slower (on the encoder, Add +
+        # LayerNormalization became SkipLayerNormalization and ran 15% slower). Exporters do not write them either.
+        del proto.graph.value_info[:]
         del proto.metadata_props[:]
         for key, value in sorted(self.metadata.items()):
             proto.metadata_props.add(key=key, value=value)
