@@ -27,6 +27,7 @@ from effc.errors import EffcError
 
 # Tasks below this many FLOPs are not worth a builder round (about 20 s here) and cost nearly nothing at run time.
 MIN_FLOPS = 100_000
+FAILED_US = 1e9  # MetaSchedule's run time of a candidate that failed is 1e10 s
 STATE_FILE = "effc_tuning.json"  # beside MetaSchedule's database_workload.json / database_tuning_record.json
 
 
@@ -61,7 +62,8 @@ def parse_tracker(address: str) -> tuple[str, int]:
 @dataclass
 class TaskResult:
     """One tuning task. status: "tuned", "in database" (tuned by an earlier run), "few FLOPs" (skipped),
-    "not reached" (the time budget ran out first)."""
+    "not reached" (the time budget ran out first), "failed" (no candidate built and ran; `error` says why; it is
+    tried again next run)."""
 
     name: str
     flops: float
@@ -71,6 +73,7 @@ class TaskResult:
     default_us: float | None = None
     best_us: float | None = None
     best_is_default: bool | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -144,6 +147,24 @@ def check_db(db_dir: str | Path, target) -> Path:
     return db
 
 
+def alloc_arguments(session, device, args_info, alloc_repeat: int):
+    """MetaSchedule's RPC argument allocation, filling tensors from here when the board's runtime lacks
+    `tvm.contrib.random.random_fill_for_measure` (the runtime-only aarch64 wheel has no USE_RANDOM)."""
+    import numpy as np
+    from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
+
+    try:
+        fill = session.get_function("tvm.contrib.random.random_fill_for_measure")
+    except Exception:  # not on this board: send values from here
+        rng = np.random.default_rng(0)
+
+        def fill(tensor) -> None:
+            values = rng.uniform(-1, 1, size=tuple(tensor.shape))
+            tensor.copyfrom(values.astype(str(tensor.dtype)))
+
+    return alloc_argument_common(fill, device, args_info, alloc_repeat)
+
+
 def _make_runner(tracker: str | None, key: str | None):
     from tvm.s_tir import meta_schedule as ms
 
@@ -160,7 +181,7 @@ def _make_runner(tracker: str | None, key: str | None):
         raise EffcError(f"cannot reach the RPC tracker at {tracker}: {str(exc).splitlines()[0][:200]}") from None
     if servers == 0:
         raise EffcError(f"no RPC server is registered with the tracker at {tracker} under key {key!r}")
-    return ms.runner.RPCRunner(rpc_config=config, max_workers=servers), f"rpc tracker {tracker} key {key} ({servers} boards)"
+    return ms.runner.RPCRunner(rpc_config=config, max_workers=servers, f_alloc_argument=alloc_arguments), f"rpc tracker {tracker} key {key} ({servers} boards)"
 
 
 def build_kernel(mod, target, _params=None):
@@ -198,6 +219,12 @@ def _cross_export(cross_compiler: str):
         return path
 
     return export
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    # TVM's messages start with a generic line ("LocalRunner: An exception occurred"); the cause is at the end
+    return " / ".join(lines[:1] + lines[-1:])[:300] if len(lines) > 1 else (lines[0][:300] if lines else "")
 
 
 def _mean_us(run_secs) -> float:
@@ -258,6 +285,9 @@ def tune(model, target, db_dir: str | Path, *, trials: int | None = None, second
     report.tasks.sort(key=lambda t: (t.status != "tune", -t.flops * t.calls))
 
     if not todo:
+        if not (db_dir / STATE_FILE).is_file():  # an empty database, still one that compile --db accepts
+            with atomic_path(db_dir, directory=True) as work:
+                (work / STATE_FILE).write_text(json.dumps(state, indent=1))
         report.seconds = time.monotonic() - start
         return report
     per_task = max(1, trials // len(todo)) if trials else 1000
@@ -274,8 +304,8 @@ def tune(model, target, db_dir: str | Path, *, trials: int | None = None, second
 
         say(0, total, "timing default schedules")
         defaults = _measure_defaults([t for t, _, _ in todo], tvm_target, database, runner, target.cross_compiler)
-        for (task, key, result), default_us in zip(todo, defaults):
-            result.default_us = default_us
+        for (task, key, result), (default_us, error) in zip(todo, defaults):
+            result.default_us, result.error = default_us, error
 
         done = [0]
 
@@ -286,6 +316,9 @@ def tune(model, target, db_dir: str | Path, *, trials: int | None = None, second
             def apply(self, scheduler, task_id, candidates, builder_results, runner_results) -> None:
                 done[0] += len(runner_results)
                 todo[task_id][2].trials += len(runner_results)
+                errors = [r.error_msg for r in [*builder_results, *runner_results] if r.error_msg]
+                if errors and not todo[task_id][2].error:
+                    todo[task_id][2].error = _first_line(errors[0])
                 elapsed = time.monotonic() - start
                 say(done[0] if trials else min(elapsed, total), total, f"tuning {todo[task_id][2].name}")
                 if deadline and time.monotonic() >= deadline:
@@ -311,11 +344,13 @@ def tune(model, target, db_dir: str | Path, *, trials: int | None = None, second
             if result.trials == 0:
                 result.status = "not reached"
                 continue
-            result.status = "tuned"
             best = database.get_top_k(database.commit_workload(task.dispatched[0]), 1)
-            if best:
-                result.best_us = _mean_us(best[0].run_secs)
-                result.best_is_default = result.default_us is not None and result.best_us >= result.default_us
+            if not best or _mean_us(best[0].run_secs) >= FAILED_US:  # MetaSchedule records failures as 1e10 s
+                result.status = "failed"
+                continue
+            result.status, result.error = "tuned", None
+            result.best_us = _mean_us(best[0].run_secs)
+            result.best_is_default = result.default_us is not None and result.best_us >= result.default_us
             state["workloads"][key] = {"name": result.name, "trials": result.trials, "default_us": result.default_us,
                                        "best_us": result.best_us, "best_is_default": result.best_is_default}
         (work / STATE_FILE).write_text(json.dumps(state, indent=1))
@@ -323,33 +358,36 @@ def tune(model, target, db_dir: str | Path, *, trials: int | None = None, second
     return report
 
 
-def _measure_defaults(tasks, tvm_target, database, runner, cross_compiler) -> list[float | None]:
+def _measure_defaults(tasks, tvm_target, database, runner, cross_compiler) -> list[tuple[float | None, str | None]]:
     """Build (here, in-process: cheaper than a builder pool) and time each task's default schedule; commit it to
-    `database` as a tuning record, the seed a tuned record must beat. Microseconds per task (None where it failed)."""
+    `database` as a tuning record, the seed a tuned record must beat. (microseconds, None) per task, or (None, why)."""
 
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.builder.local_builder import default_export
 
     export = _cross_export(cross_compiler) if cross_compiler else default_export
     inputs, where, schedules = [], [], []
+    results: list[tuple[float | None, str | None]] = [(None, None)] * len(tasks)
     for i, task in enumerate(tasks):
         sch = _default_schedule(task.dispatched[0]["main"], tvm_target)
         schedules.append(sch)
         try:
             path = export(build_kernel(sch.mod, tvm_target))
-        except Exception:  # a default schedule that does not build is simply not a seed
+        except Exception as exc:  # a default schedule that does not build is simply not a seed
+            results[i] = (None, f"default schedule: {type(exc).__name__}: {_first_line(str(exc))}")
             continue
         inputs.append(ms.runner.RunnerInput(path, "cpu",
                                             ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])))
         where.append(i)
-    times: list[float | None] = [None] * len(tasks)
     for i, runner_input, future in zip(where, inputs, runner.run(inputs)):
         outcome = future.result()
         shutil.rmtree(Path(runner_input.artifact_path).parent, ignore_errors=True)
-        if outcome.error_msg is None:
+        if outcome.error_msg is not None:
+            results[i] = (None, f"default schedule: {_first_line(outcome.error_msg)}")
+        else:
             workload = tasks[i].dispatched[0]
             database.commit_tuning_record(ms.database.TuningRecord(
                 schedules[i].trace, database.commit_workload(workload), outcome.run_secs, tvm_target,
                 ms.arg_info.ArgInfo.from_prim_func(workload["main"])))
-            times[i] = _mean_us(outcome.run_secs)
-    return times
+            results[i] = (_mean_us(outcome.run_secs), None)
+    return results

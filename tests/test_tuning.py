@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -54,10 +55,19 @@ def test_a_second_tune_runs_no_new_trials(tuned):
     db, first, _ = tuned
     records = (db / "database_tuning_record.json").read_text()
     report = json.loads(effc("tune", get("digits").onnx_path, *DIGITS, "--trials", 8, "--db", db, "--json").stdout)
-    assert report["trials"] == 0
+    assert report["trials"] == 0, report["tasks"]
     assert {t["name"]: t["status"] for t in report["tasks"] if t["status"] != "few FLOPs"} == \
-        {t["name"]: "in database" for t in first["tasks"] if t["status"] == "tuned"}
+        {t["name"]: "in database" for t in first["tasks"] if t["status"] == "tuned"}, (report["tasks"], first["tasks"])
     assert (db / "database_tuning_record.json").read_text() == records
+
+
+@pytest.mark.tvm
+def test_nothing_worth_tuning_still_makes_a_database_compile_accepts(tmp_path):
+    db = tmp_path / "db"
+    report = json.loads(effc("tune", get("digits").onnx_path, *DIGITS, "--trials", 8, "--min-flops", 1e12, "--db", db,
+                             "--json").stdout)
+    assert report["trials"] == 0 and {t["status"] for t in report["tasks"]} == {"few FLOPs"}
+    effc("compile", get("digits").onnx_path, *DIGITS, "--db", db, "-o", tmp_path / "digits.effc")
 
 
 def scheduled_kernels(db, *, defaults: bool) -> dict:
@@ -101,59 +111,83 @@ def test_compile_with_the_database_applies_it_and_matches_onnx_runtime(tuned, tm
 @pytest.mark.xfail(reason="MetaScheduleApplyDatabase marks kernels `tirx.is_scheduled` (TVM 0.27) but "
                           "cpu_schedule_rules.apply_cpu_schedules skips only `tir.is_scheduled`, so it schedules tuned "
                           "kernels again", strict=False)
-def test_the_default_schedules_leave_tuned_kernels_alone(tuned, tmp_path):
-    import shutil
+def test_the_default_schedules_leave_kernels_from_the_database_alone():
+    import tvm
 
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.schedule import Trace
+    import effc as effc_api
+    from effc.backends.targets import get_target
+    from effc.backends.tuning import extract_tasks
+    from effc.backends.tvm_schedules import default_schedule_pass
+    from effc.ir import load_model
 
-    db, _, _ = tuned
-    # a database whose best record per workload is not the default schedule: an empty trace, measured fastest
-    shutil.copytree(db, tmp_path / "db")
-    database = ms.database.JSONDatabase(work_dir=str(tmp_path / "db"))
-    for record in {id(r.workload): r for r in database.get_all_tuning_records()}.values():
-        database.commit_tuning_record(ms.database.TuningRecord(Trace([], {}), record.workload, [1e-9], record.target,
-                                                               record.args_info))
-    kernels = scheduled_kernels(tmp_path / "db", defaults=True)
-    from_database = {name: attrs for name, attrs in kernels.items() if "tirx.is_scheduled" in attrs}
-    assert from_database and all("effc.schedule_rule" not in attrs for attrs in from_database.values())
+    model = effc_api.optimize(load_model(get("digits").onnx_path, {"input": [1, 1, 8, 8]}), "default").model
+    tasks, target = extract_tasks(model, get_target("x86"))
+    heaviest = max(tasks, key=lambda t: tvm.s_tir.analysis.estimate_tir_flops(t.dispatched[0])).dispatched[0]["main"]
+
+    def rule_after_default_pass(func):
+        with target:
+            mod = default_schedule_pass(target)(tvm.IRModule({"kernel": func}))
+        return dict(mod["kernel"].attrs or {}).get("effc.schedule_rule")
+
+    assert rule_after_default_pass(heaviest) is not None  # the pass schedules it when nothing did
+    assert rule_after_default_pass(heaviest.with_attr("tirx.is_scheduled", True)) is None  # as ApplyDatabase marks
+
+
+@contextlib.contextmanager
+def rpc_tracker(key: str, server_commands):
+    """A TVM RPC tracker on loopback with one server per `server_commands(port, tracker_port, key)` registered under
+    `key`; yields the tracker's port. Every process group is stopped afterwards."""
+    from tvm.s_tir.meta_schedule.runner import RPCConfig
+
+    port = free_port()
+    processes = [start_server([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
+                               "--port-end", str(port + 1)], port)]
+    try:
+        for command in server_commands:
+            server_port = free_port()
+            processes.append(start_server(command(server_port, port, key), server_port))
+        config = RPCConfig(tracker_host="127.0.0.1", tracker_port=port, tracker_key=key)
+        deadline = time.time() + 60
+        while config.count_num_servers() < len(server_commands) and time.time() < deadline:
+            time.sleep(0.5)
+        yield port
+    finally:
+        for process in processes:
+            stop_server(process)
+
+
+def host_server(port, tracker_port, key):
+    return [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
+            "--port-end", str(port + 1), "--tracker", f"127.0.0.1:{tracker_port}", "--key", key]
+
+
+def emulated_aarch64_server(port, tracker_port, key):
+    from effc.backends.arm_runtime import qemu_command
+
+    script = ("from tvm.rpc.server import PopenRPCServerState as S; "
+              f"S('127.0.0.1', {port}, {port + 1}, tracker_addr=('127.0.0.1', {tracker_port}), key={key!r}, "
+              "silent=True).thread.join()")
+    return [*qemu_command(), "-c", script]
 
 
 @pytest.mark.tvm
 @pytest.mark.slow
-def test_compile_tune_measures_on_two_boards_behind_an_rpc_tracker(tmp_path):
-    from tvm.s_tir.meta_schedule.runner import RPCConfig
+@pytest.mark.parametrize("target, servers", [("x86", [host_server, host_server]), ("arm", [emulated_aarch64_server])])
+def test_compile_tune_measures_on_boards_behind_an_rpc_tracker(tmp_path, target, servers):
+    from effc.artifact import load_artifact
 
-    port = free_port()
-    tracker = start_server([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
-                            "--port-end", str(port + 1)], port)
-    servers = []
-    try:
-        for _ in range(2):
-            server_port = free_port()
-            servers.append(start_server([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
-                                         "--port", str(server_port), "--port-end", str(server_port + 1),
-                                         "--tracker", f"127.0.0.1:{port}", "--key", "effc-board"],
-                                        server_port))
-        config = RPCConfig(tracker_host="127.0.0.1", tracker_port=port, tracker_key="effc-board")
-        deadline = time.time() + 60
-        while config.count_num_servers() < 2 and time.time() < deadline:
-            time.sleep(0.5)
+    with rpc_tracker("effc-board", servers) as port:
         out = tmp_path / "digits.effc"
-        result = effc("compile", get("digits").onnx_path, *DIGITS, "--passes", "default", "--tune", "--trials", 4,
-                      "--db", tmp_path / "db", "--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", "effc-board",
-                      "-o", out, "--json")
-        report = json.loads(result.stdout)["tuning"]
-        assert report["runner"].startswith(f"rpc tracker 127.0.0.1:{port}") and "(2 boards)" in report["runner"]
-        assert 0 < report["trials"] <= 4
-        assert all(t["default_us"] for t in report["tasks"] if t["status"] == "tuned")
-        from effc.artifact import load_artifact
-
-        x = digits_sample()
-        np.testing.assert_allclose(load_artifact(out)(input=x)["logits"], digits_reference(x), atol=1e-4)
-    finally:
-        for server in [*servers, tracker]:
-            stop_server(server)
+        result = effc("compile", get("digits").onnx_path, "--target", target, "--input-shape", "input=1,1,8,8",
+                      "--tune", "--trials", 4, "--db", tmp_path / "db", "--rpc-tracker", f"127.0.0.1:{port}",
+                      "--rpc-key", "effc-board", "-o", out, "--json")
+    report = json.loads(result.stdout)["tuning"]
+    assert report["runner"] == f"rpc tracker 127.0.0.1:{port} key effc-board ({len(servers)} boards)"
+    assert 0 < report["trials"] <= 4
+    tuned = [t for t in report["tasks"] if t["status"] == "tuned"]
+    assert tuned and all(t["default_us"] and t["best_us"] <= t["default_us"] for t in tuned), report["tasks"]
+    x = digits_sample()
+    np.testing.assert_allclose(load_artifact(out)(input=x)["logits"], digits_reference(x), atol=1e-4)
 
 
 @pytest.mark.parametrize("args, message", [
