@@ -181,7 +181,8 @@ def _make_runner(tracker: str | None, key: str | None):
         raise EffcError(f"cannot reach the RPC tracker at {tracker}: {str(exc).splitlines()[0][:200]}") from None
     if servers == 0:
         raise EffcError(f"no RPC server is registered with the tracker at {tracker} under key {key!r}")
-    return ms.runner.RPCRunner(rpc_config=config, max_workers=servers, f_alloc_argument=alloc_arguments), f"rpc tracker {tracker} key {key} ({servers} boards)"
+    runner = ms.runner.RPCRunner(rpc_config=config, max_workers=servers, f_alloc_argument=alloc_arguments)
+    return runner, f"rpc tracker {tracker} key {key} ({servers} boards)"
 
 
 def build_kernel(mod, target, _params=None):
@@ -300,7 +301,8 @@ def tune(model, target, db_dir: str | Path, *, trials: int | None = None, second
         if db_dir.is_dir():
             shutil.copytree(db_dir, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns("logs"))
         database = ms.database.JSONDatabase(work_dir=str(work))
-        builder = ms.builder.LocalBuilder(f_build=build_kernel, f_export=_cross_export(target.cross_compiler) if target.cross_compiler else None)
+        export = _cross_export(target.cross_compiler) if target.cross_compiler else None
+        builder = ms.builder.LocalBuilder(f_build=build_kernel, f_export=export)
 
         say(0, total, "timing default schedules")
         defaults = _measure_defaults([t for t, _, _ in todo], tvm_target, database, runner, target.cross_compiler)

@@ -108,9 +108,6 @@ def test_compile_with_the_database_applies_it_and_matches_onnx_runtime(tuned, tm
 
 
 @pytest.mark.tvm
-@pytest.mark.xfail(reason="MetaScheduleApplyDatabase marks kernels `tirx.is_scheduled` (TVM 0.27) but "
-                          "cpu_schedule_rules.apply_cpu_schedules skips only `tir.is_scheduled`, so it schedules tuned "
-                          "kernels again", strict=False)
 def test_the_default_schedules_leave_kernels_from_the_database_alone():
     import tvm
 
