@@ -4,12 +4,13 @@ The tasks are the fused PrimFuncs that `tvm_schedules.prepare_passes` makes, so 
 `MetaScheduleApplyDatabase` looks up during compile. Per run:
 1. Extract the tasks; skip those the database already covers (a workload is tuned once, ever) and those with fewer
    than `min_flops` FLOPs (data movement, tiny kernels); order the rest by expected gain, FLOPs x calls.
-2. Seed: build and time each task's default schedule (`cpu_schedule_rules.default_schedule`, or the unscheduled
-   function where no rule applies) with the same builder and runner as the search, and commit it to the database as
-   a tuning record. The database's best record per workload is what compile applies, so a tuned schedule replaces
-   the default one only when it measured faster: tuning never makes a kernel slower.
-3. Search with MetaSchedule until the trial budget is spent or the time budget runs out (checked after every
-   measured batch).
+2. Seed: build each task's default schedule (`cpu_schedule_rules.default_schedule`, or the unscheduled function
+   where no rule applies), time it with the same runner as the search, and commit it to the database as a tuning
+   record. Compile applies the database's best record per workload, so a tuned schedule replaces the default one
+   only where it measured faster: tuning never makes a kernel slower. The measured default time x calls then
+   orders the tasks (what tuning can win back; FLOPs x calls where a seed failed).
+3. Search with MetaSchedule, round-robin over the tasks in that order, until the trial budget is spent or the time
+   budget runs out (checked after every measured batch, so a run ends at most one batch late).
 The work happens in a copy of the database folder that replaces it only on success.
 """
 
@@ -308,6 +309,10 @@ def tune(model, target, db_dir: str | Path, *, trials: int | None = None, second
         defaults = _measure_defaults([t for t, _, _ in todo], tvm_target, database, runner, target.cross_compiler)
         for (task, key, result), (default_us, error) in zip(todo, defaults):
             result.default_us, result.error = default_us, error
+        # now that the default schedules are timed, expected gain is their measured time x calls (what tuning can
+        # win back: a slow pooling kernel of few FLOPs comes before a fast convolution); FLOPs x calls where unknown
+        todo.sort(key=lambda item: (item[2].default_us is None, -(item[2].default_us or item[2].flops) * item[2].calls))
+        report.tasks.sort(key=lambda t: (t.status != "tune", t.default_us is None, -(t.default_us or t.flops) * t.calls))
 
         done = [0]
 
