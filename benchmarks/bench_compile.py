@@ -32,12 +32,15 @@ SHAPES = {"digits": {"input": [1, 1, 8, 8]}, "resnet18": {"input": [1, 3, 224, 2
 
 def interleaved_ms(artifact, session, feeds, repeat: int, rounds: int) -> tuple[float, float]:
     """Medians over `rounds` rounds of `repeat` back-to-back calls each of the artifact then ORT: a round keeps each
-    runtime's thread pool awake the way a serving loop does, and alternating rounds spread machine load over both."""
+    runtime's thread pool awake the way a serving loop does, and alternating rounds spread machine load over both.
+    Each round starts after a pause: ORT's workers spin on for a while after a run, and a parallel TVM kernel that
+    starts then waits a scheduler slice (digits measured 4 ms instead of 0.04) for a worker they hold off its core."""
     names = [o.name for o in session.get_outputs()]
     ours, theirs = [], []
     for _ in range(rounds):
         for run, times in ((lambda: artifact(feeds), ours), (lambda: session.run(names, feeds), theirs)):
-            run()  # wake the pool after the other runtime's round
+            time.sleep(0.05)  # the other runtime's spinning workers go idle
+            run()  # wake the pool
             for _ in range(repeat):
                 start = time.perf_counter()
                 run()

@@ -52,13 +52,23 @@ def test_tuning_respects_the_time_budget_and_fills_the_database(tuned):
 
 @pytest.mark.tvm
 def test_a_second_tune_runs_no_new_trials(tuned):
+    """What the first tune finished is taken from the database; only tasks its budget did not reach (on a loaded
+    machine 25 s may not reach them all) are tuned now, and the records already there stay as they were."""
     db, first, _ = tuned
-    records = (db / "database_tuning_record.json").read_text()
+    records = (db / "database_tuning_record.json").read_text().splitlines()
     report = json.loads(effc("tune", get("digits").onnx_path, *DIGITS, "--trials", 8, "--db", db, "--json").stdout)
-    assert report["trials"] == 0, report["tasks"]
-    assert {t["name"]: t["status"] for t in report["tasks"] if t["status"] != "few FLOPs"} == \
-        {t["name"]: "in database" for t in first["tasks"] if t["status"] == "tuned"}, (report["tasks"], first["tasks"])
-    assert (db / "database_tuning_record.json").read_text() == records
+    before = {t["name"]: t["status"] for t in first["tasks"]}
+    after = {t["name"]: t for t in report["tasks"]}
+    assert after.keys() == before.keys()
+    for name, status in before.items():
+        if status == "tuned":
+            assert after[name]["status"] == "in database", (name, after[name])  # its trials: the first tune's
+    retuned = sum(t["trials"] for name, t in after.items() if before[name] == "not reached")
+    assert report["trials"] == retuned, report["tasks"]
+    if "not reached" not in before.values():
+        assert report["trials"] == 0
+    now = (db / "database_tuning_record.json").read_text().splitlines()
+    assert now[:len(records)] == records
 
 
 @pytest.mark.tvm
