@@ -12,6 +12,7 @@ from effc.errors import EffcError
 from effc.ir import Model
 from effc.passbase import Pass, PassResult, register_pass
 from effc.passes.calibrators import CalibratorName
+from effc.passes.quant_equalize import equalize
 from effc.passes.quant_measure import collect_statistics, integer_kernels, noise_stats, sqnr_db
 from effc.passes.quant_plan import QuantPlan, plan_quantization
 from effc.passes.quant_prepare import fold_batchnorm, fold_weight_subgraphs
@@ -48,7 +49,10 @@ class Int8(Pass):
 
     Calibration data comes from the context (refused without it unless random calibration was allowed, with a
     warning). Before quantizing, weights computed from constants only (a clustered weight's decoder) are folded,
-    and BatchNormalization after Conv is folded into the Conv. Weights of Conv/ConvTranspose/Gemm/MatMul are
+    and BatchNormalization after Conv is folded into the Conv. With `equalize=true`, channel groups joined only by
+    positively homogeneous ops are rescaled (exact in float; see `quant_equalize`) so one per-tensor activation
+    range fits all their channels; off by default: on the zoo models the channel ranges spread at most 2.6x and it
+    did not raise output SQNR (ResNet-18 lost 2.4 dB; benchmarks/README.md). Weights of Conv/ConvTranspose/Gemm/MatMul are
     int8 symmetric per output channel (max|w|/127, or the scales in metadata `effc.int8_weight_scale.<name>`);
     per_channel=false writes one scale repeated per channel. Biases are int32 with scale input_scale *
     weight_scale, corrected (bias_correction) for the mean shift weight rounding causes. Constant tables read
@@ -58,7 +62,8 @@ class Int8(Pass):
 
     Report (ctx.reports["int8"]): per layer its output SQNR in the quantized model, the noise it adds itself
     (local SQNR) and its weights' SQNR; top-1 agreement and output SQNR against float on the calibration
-    samples; the integer kernels ONNX Runtime actually runs (and float compute left); layers not quantized, why.
+    samples; the integer kernels ONNX Runtime actually runs (and float compute left); layers not quantized, why;
+    `equalized`: the groups rescaled (producers, consumers, channel range spread before and after) and why others were not.
 
     `accuracy_budget` is the largest allowed loss of top-1 agreement with the float model on the calibration
     set (a fraction: 0.01 = one sample in a hundred may change its argmax); calibration data has no labels,
@@ -81,6 +86,8 @@ class Int8(Pass):
         exclude: tuple[str, ...] = field(default=(), metadata={"help": "node names or op types to keep in float"})
         accuracy_budget: float | None = field(default=None, metadata={"help": "max top-1 agreement loss vs float on calibration data"})
         bias_correction: bool = field(default=True, metadata={"help": "compensate the mean shift weight rounding causes"})
+        equalize: bool = field(default=False, metadata={"help": "rescale channel groups so one per-tensor activation range fits all their channels"})
+        equalize_alpha: float = field(default=0.5, metadata={"help": "equalization strength: s_c = (range_c / weight_range_c) ** alpha"})
         sensitivity: bool = field(default=False, metadata={"help": "measure end-to-end drift with each layer alone quantized"})
         samples: int | None = field(default=None, metadata={"help": "use at most this many calibration samples"})
         report_samples: int = field(default=64, metadata={"help": "samples for the SQNR report and the accuracy budget"})
@@ -92,6 +99,8 @@ class Int8(Pass):
                 raise ValueError("samples must be at least 1")
             if self.report_samples < 1:
                 raise ValueError("report_samples must be at least 1")
+            if not 0.0 <= self.equalize_alpha <= 1.0:
+                raise ValueError("equalize_alpha must be in [0, 1]")
             if self.symmetric_activations and self.activations == "uint8":
                 raise ValueError("symmetric activations are int8; drop activations=uint8")
 
@@ -108,6 +117,12 @@ class Int8(Pass):
         plan = plan_quantization(model, set(opts.exclude))
         if not plan.nodes:
             return PassResult(bool(folded), {"folded": folded, "quantized_layers": 0}, {"not_quantized": plan.skipped, "layers": []})
+        equalized = {"groups": [], "blocked": {}}
+        if opts.equalize:
+            with ctx.progress("int8: equalizing", total=None):
+                # exact in float (see quant_equalize); calibration below sees the rescaled tensors
+                equalized = equalize(model, calibration.batches(specs, limit=opts.samples), opts.equalize_alpha)
+            plan = plan_quantization(model, set(opts.exclude))
         fmt, why = activation_format(ctx.target, opts.activations, opts.symmetric_activations)
 
         total = calibration.num_samples(specs) if opts.samples is None else min(opts.samples, calibration.num_samples(specs))
@@ -174,9 +189,9 @@ class Int8(Pass):
             "top1_agreement": agreement, "output_sqnr_db": _finite(measured["output_sqnr"]),
             "layers": layers, "kept_float": kept,
             "not_quantized": {k: v for k, v in plan.skipped.items()},
-            "kernels": kernels, "folded": folded, "int8_tables": writer.tables,
+            "kernels": kernels, "folded": folded, "int8_tables": writer.tables, "equalized": equalized,
         }
-        stats_out = {"quantized_layers": len(current.nodes), "kept_float": len(kept), "integer_kernels": sum(kernels["integer"].values()),
+        stats_out = {"quantized_layers": len(current.nodes), "kept_float": len(kept), "equalized_groups": len(equalized["groups"]), "integer_kernels": sum(kernels["integer"].values()),
                      "float_compute_ops": sum(kernels["float"].values()), "top1_agreement": -1.0 if agreement is None else round(agreement, 4)}
         return PassResult(True, stats_out, report)
 
