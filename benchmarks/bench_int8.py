@@ -1,12 +1,17 @@
 """effc int8 against onnxruntime.quantization.quantize_static on the zoo models, same calibration data.
 
-For each model: float, effc `int8` (default options), effc with accuracy_budget=0.05 (mixed precision), ORT quantize_static with its defaults (QDQ, int8/int8,
+For each model: float, effc `int8` (default options), effc with cross-layer equalization, effc with
+accuracy_budget=0.05 (mixed precision), ORT quantize_static with its defaults (QDQ, int8/int8,
 per-tensor, MinMax) and with its best settings (uint8 activations, int8 per-channel weights, the better of
 MinMax and Percentile by agreement). Reports accuracy (digits, labels) or top-1 agreement with float, output
 SQNR, ONNX Runtime latency (median, float and candidates measured interleaved in the same run), speed-up over
 float and file size relative to float.
 
-    python benchmarks/bench_int8.py [digits resnet18 mobilenetv2 encoder] [--repeat 30] [--rounds 3]
+The ImageNet-shaped models are evaluated on `--eval-samples` synthetic images (default 128): the zoo's 32 eval
+images extended by the same generator and seed (its first 32 are the zoo's own), the same samples for every
+candidate; 32 make top-1 agreement a coin flip at ~10 dB output SQNR.
+
+    python benchmarks/bench_int8.py [digits resnet18 mobilenetv2 encoder] [--repeat 30] [--rounds 3] [--eval-samples 128]
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ from effc.calib import CalibrationData  # noqa: E402
 from effc.context import Context  # noqa: E402
 from effc.ir import load_model  # noqa: E402
 from effc.runtime import measure_latency, ort_session, run_session  # noqa: E402
+from models.build import EVAL_SEED, IMAGE_SAMPLES  # noqa: E402
+from models.data import synthetic_images  # noqa: E402
 from models.zoo import get  # noqa: E402
+
+IMAGE_MODELS = ("resnet18", "mobilenetv2")
 
 
 def ort_quantize(float_path: Path, calibration: CalibrationData, specs, out: Path, *, best: bool, method: str = "MinMax") -> Path:
@@ -69,12 +78,14 @@ def quality(reference: list[dict], candidate: list[dict], labels: np.ndarray | N
     return result
 
 
-def bench(name: str, repeat: int, rounds: int, folder: Path) -> list[dict]:
+def bench(name: str, repeat: int, rounds: int, folder: Path, eval_samples: int = IMAGE_SAMPLES) -> list[dict]:
     z = get(name)
     float_model = load_model(z.onnx_path)
     specs = float_model.input_specs()
     calibration = CalibrationData.load(z.calib_path)
     evaluation = CalibrationData.load(z.eval_path)
+    if name in IMAGE_MODELS and eval_samples > IMAGE_SAMPLES:  # the zoo's eval images, extended by their generator
+        evaluation = CalibrationData({"input": synthetic_images(eval_samples, EVAL_SEED)})
     labels = np.load(z.eval_path)["labels"] if z.has_labels else None
     eval_feeds = list(evaluation.batches(specs))
 
@@ -84,6 +95,7 @@ def bench(name: str, repeat: int, rounds: int, folder: Path) -> list[dict]:
     candidates["effc int8"] = optimize(load_model(z.onnx_path), "int8", ctx).model
     effc_seconds = time.perf_counter() - start
     kernels = ctx.reports["int8"]["kernels"]
+    candidates["effc int8(equalize=true)"] = optimize(load_model(z.onnx_path), "int8(equalize=true)", Context(calibration=calibration)).model
     budget_ctx = Context(calibration=calibration)
     candidates["effc int8(accuracy_budget=0.05)"] = optimize(load_model(z.onnx_path), "int8(accuracy_budget=0.05)", budget_ctx).model
     kept = budget_ctx.reports["int8"]["kept_float"]
@@ -141,11 +153,12 @@ def main() -> None:
     parser.add_argument("models", nargs="*", default=["digits", "resnet18", "mobilenetv2", "encoder"])
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--eval-samples", type=int, default=128, help="eval images for resnet18 and mobilenetv2")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
-            model_rows = bench(name, args.repeat, args.rounds, Path(folder))
+            model_rows = bench(name, args.repeat, args.rounds, Path(folder), args.eval_samples)
             effc_row = model_rows[1]
             print(f"{name}: effc int8 calibrated in {effc_row['calibrate_s']:.1f} s; integer kernels {effc_row['integer_kernels']}; "
                   f"float compute left {effc_row['float_ops_left']}; accuracy_budget=0.05 kept {effc_row['kept_with_budget']} layers float",
