@@ -25,9 +25,10 @@ def vector_lanes(target, dtype_bits: int = 32) -> int:
 
 
 def output_channel_block(channels: int, lanes: int) -> int:
-    """Output channels per packed block: two vectors when they divide the channel count, else the largest power
-    of two up to one vector that does (1 for odd counts)."""
-    for block in (2 * lanes, lanes, lanes // 2, lanes // 4, 2):
+    """Output channels per packed block: two vectors when they divide the channel count, else one and a half (24
+    channels on AVX-512: a half-vector block would use half of every multiply-add), else the largest power of two up
+    to one vector that does (1 for odd counts)."""
+    for block in (2 * lanes, 3 * lanes // 2, lanes, lanes // 2, lanes // 4, 2):
         if block >= 2 and channels % block == 0:
             return block
     return 1

@@ -181,11 +181,15 @@ def _schedule_packed_conv(sch, lanes: int, registers: int) -> None:
     _inline_elementwise(sch, keep=[conv, *pads])
     n, o, y, x, rc, ry, rx = sch.get_loops(conv)
     n_, oc, oh, ow, ic, kh, kw = _extents(sch, [n, o, y, x, rc, ry, rx])
-    vectors = max(1, block // lanes)
+    width = min(lanes, block & -block)  # a 24-channel block: three 8-lane vectors (LLVM spills <24 x float>)
+    vectors = block // width
     columns = _largest_divisor(ow, max(1, (registers - 8) // vectors))
     o_outer, o_inner = sch.split(o, [None, block])
     x_outer, x_inner = sch.split(x, [None, columns])
     sch.reorder(n, o_outer, y, x_outer, rc, ry, rx, x_inner, o_inner)
+    if vectors > 1 and width < lanes:
+        o_vector, o_inner = sch.split(o_inner, [None, width])
+        sch.unroll(o_vector)
     writer = sch.cache_write(conv, 0, "local")
     # the accumulators, channels innermost, so that each is one SIMD register
     sch.transform_layout(conv, ("write", 0), lambda b, c, h, w: (b, h, w, c))
@@ -217,9 +221,17 @@ def _schedule_matmul(sch, lanes: int, registers: int) -> None:
     block = _vector_block(cols, lanes)
     vectors = max(1, block // lanes)
     tile_rows = _largest_divisor(rows, max(1, (registers - 4) // vectors))
+    # Few rows (a matrix-vector product): widen the tile along the columns, so that each step of k reads a long
+    # contiguous run of the weight row rather than a few bytes of every cache line, twice.
+    width = min(lanes, block & -block)
+    budget = ((registers - 4) // tile_rows) * width
+    block = max(d for d in range(block, min(cols, budget) + 1, block) if cols % d == 0) if budget > block else block
     i_outer, i_inner = sch.split(i, [None, tile_rows])
     j_outer, j_inner = sch.split(j, [None, block])
     sch.reorder(*batch, i_outer, j_outer, k, i_inner, j_inner)
+    if block > width:
+        j_vector, j_inner = sch.split(j_inner, [None, width])
+        sch.unroll(j_vector)
     writer = sch.cache_write(mm, 0, "local")
     sch.reverse_compute_at(writer, j_outer)
     _fold_epilogue(sch, writer, lanes)
