@@ -3,7 +3,9 @@
 For each model and each tool that installs: node count after, ONNX Runtime latency after (median over all
 timed runs; candidates measured interleaved, round by round, in one process, ORT's own graph optimizations on
 as users run it), and max output difference from the original relative to the output scale (random inputs;
-the encoder at two sequence lengths). Prints a table and writes JSON.
+the encoder at two sequence lengths). The note says whether ONNX Runtime, after its own optimizations, runs the
+same kernels for a tool's model as for effc's: where it does, a latency difference is measurement noise.
+Prints a table and writes JSON.
 
     python benchmarks/bench_simplify.py [digits resnet18 mobilenetv2 encoder] [--repeat 30] [--rounds 3] [--json out.json]  (default: $TMPDIR/effc_simplify.json)
 """
@@ -15,10 +17,12 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -63,6 +67,24 @@ def max_relative_diff(reference: list[dict], candidate: list[dict]) -> float:
     return worst
 
 
+def ort_kernels(proto: onnx.ModelProto) -> Counter:
+    """How many nodes of each op type ONNX Runtime runs after its own graph optimizations (what latency depends on)."""
+    with tempfile.TemporaryDirectory() as folder:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(Path(folder) / "optimized.onnx")
+        ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+def kernel_difference(ours: Counter, theirs: Counter) -> str:
+    """'same ORT graph as effc', or what ORT runs for them instead of what it runs for effc."""
+    if ours == theirs:
+        return "same ORT graph as effc"
+    more = ", ".join(f"{n} {op}" for op, n in sorted((theirs - ours).items()))
+    fewer = ", ".join(f"{n} {op}" for op, n in sorted((ours - theirs).items()))
+    return f"ORT runs {more or 'nothing'} more, {fewer or 'nothing'} fewer than for effc"
+
+
 def bench_model(name: str, repeat: int, rounds: int) -> list[dict]:
     proto = onnx.load(get(name).onnx_path)
     specs = load_model(proto).input_specs()
@@ -77,6 +99,7 @@ def bench_model(name: str, repeat: int, rounds: int) -> list[dict]:
             errors[tool] = str(exc).splitlines()[0][:120]
         seconds[tool] = time.perf_counter() - start
     sessions = {tool: ort_session(p) for tool, p in candidates.items() if p is not None}
+    kernels = {tool: ort_kernels(p) for tool, p in candidates.items() if p is not None}
     outs = {tool: [run_session(s, f) for f in feeds] for tool, s in sessions.items()}
     timings = {tool: [] for tool in sessions}
     per_round = max(1, repeat // rounds)
@@ -94,7 +117,8 @@ def bench_model(name: str, repeat: int, rounds: int) -> list[dict]:
                "seconds": round(seconds.get(tool, 0.0), 2), "error": errors.get(tool)}
         if p is not None:
             row.update(nodes=len(p.graph.node), latency_ms=round(float(np.median(timings[tool])), 3),
-                       runs=len(timings[tool]), max_rel_diff=max_relative_diff(outs["original"], outs[tool]))
+                       runs=len(timings[tool]), max_rel_diff=max_relative_diff(outs["original"], outs[tool]),
+                       ort_kernels=dict(kernels[tool]), ort_graph=kernel_difference(kernels["effc"], kernels[tool]))
         rows.append(row)
     return rows
 
@@ -115,7 +139,7 @@ def main(argv=None) -> None:
             continue
         ratio = row["latency_ms"] / base["latency_ms"]
         print(f"{row['model']:12} {row['tool']:14} {row['nodes']:6d} {row['latency_ms']:8.3f} {ratio:7.2f}x "
-              f"{row['max_rel_diff']:13.2e}")
+              f"{row['max_rel_diff']:13.2e}  {'' if row['tool'] == 'effc' else row['ort_graph']}")
     Path(args.json).write_text(json.dumps(rows, indent=1))
     print(f"wrote {args.json}")
 
