@@ -1,7 +1,7 @@
 """Fusion rules for the decomposed LayerNormalization, Softmax and GELU that exporters emit.
 
-Each pattern is matched from its last node (the anchor); `check_*` returns a refusal reason or None, `rewrite_*`
-replaces the whole chain by the single ONNX op. Gelu is an ONNX op from opset 20 only, so GELU is left alone in
+Each pattern is matched from one characteristic node (the anchor: the normalizing Div, the Erf or Tanh);
+`check_*` returns a refusal reason or None, `rewrite_*` replaces the whole chain by the single ONNX op. Gelu is an ONNX op from opset 20 only, so GELU is left alone in
 models of a lower opset (ONNX Runtime and TVM both fuse the erf form themselves).
 """
 
@@ -166,48 +166,122 @@ def rewrite_softmax(model: Model, div: gs.Node) -> None:
 
 
 # ---------------------------------------------------------------- GELU (opset >= 20)
-# y = (x * (erf(x / sqrt(2)) + 1)) * 0.5, the exact form exporters emit
+# erf form:  y = 0.5 * x * (1 + erf(x / sqrt(2)))                           -> Gelu(approximate="none")
+# tanh form: y = 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))    -> Gelu(approximate="tanh")
+# Matched from the Erf/Tanh node: its argument must be built from one tensor x as above (x / sqrt(2) or
+# x * (1/sqrt(2)); x^3 as Pow(x, 3), x * x * x), and 1 + erf(...) must be multiplied by x and 0.5 in any order
+# or grouping that exporters write ((x * u) * 0.5, (0.5 * x) * u, x * (u * 0.5), ...).
+
+def _const_input(node: gs.Node, value: float, rel_tol: float = 1e-4) -> gs.Tensor | None:
+    """The non-constant input of a binary `node` whose other input is the scalar `value`, else None."""
+    for i in (0, 1):
+        other = _scalar(node.inputs[1 - i])
+        if other is not None and math.isclose(other, value, rel_tol=rel_tol) and _scalar(node.inputs[i]) is None:
+            return node.inputs[i]
+    return None
 
 
-def _gelu_parts(graph: gs.Graph, half: gs.Node) -> tuple | str:
+def _erf_argument(arg: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]] | None:
+    """(x, nodes) when `arg` is x / sqrt(2) or x * (1 / sqrt(2))."""
+    node = producer(arg)
+    if node is not None and node.op == "Div" and _scalar(node.inputs[0]) is None:
+        root2 = _scalar(node.inputs[1])
+        if root2 is not None and math.isclose(root2, math.sqrt(2), rel_tol=1e-4):
+            return node.inputs[0], [node]
+    if node is not None and node.op == "Mul":
+        x = _const_input(node, 1 / math.sqrt(2))
+        if x is not None:
+            return x, [node]
+    return None
+
+
+def _cube_of(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]] | None:
+    """(x, nodes) when `tensor` is Pow(x, 3), x * (x * x) or (x * x) * x."""
+    node = producer(tensor)
+    if node is None:
+        return None
+    if node.op == "Pow" and _scalar(node.inputs[1]) == 3.0:
+        return node.inputs[0], [node]
+    if node.op == "Mul":
+        for i in (0, 1):
+            square = producer(node.inputs[1 - i])
+            x = node.inputs[i]
+            if square is not None and square.op == "Mul" and square.inputs[0] is x and square.inputs[1] is x:
+                return x, [square, node]
+    return None
+
+
+def _tanh_argument(arg: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]] | None:
+    """(x, nodes) when `arg` is sqrt(2/pi) * (x + 0.044715 * x^3)."""
+    scaled = producer(arg)
+    inner = _const_input(scaled, math.sqrt(2 / math.pi)) if scaled is not None and scaled.op == "Mul" else None
+    add = producer(inner) if inner is not None else None
+    if add is None or add.op != "Add":
+        return None
+    for i in (0, 1):
+        x, term = add.inputs[i], producer(add.inputs[1 - i])
+        cube = _const_input(term, 0.044715) if term is not None and term.op == "Mul" else None
+        found = _cube_of(cube) if cube is not None else None
+        if found is not None and found[0] is x:
+            return x, [*found[1], term, add, scaled]
+    return None
+
+
+def _half_x_times(graph: gs.Graph, u: gs.Tensor, x: gs.Tensor) -> tuple[gs.Node, list[gs.Node]] | None:
+    """(last node, nodes) of the product u * x * 0.5 built on `u` by one or two Muls."""
+    factors, nodes, current = [], [], u
+    while sorted(factors) != [0.5, 1.0]:  # 1.0 stands for x
+        reader = current.outputs[0] if len(current.outputs) == 1 and not any(current is o for o in graph.outputs) else None
+        if reader is None or reader.op != "Mul":
+            return None
+        other = _other_input(reader, current)
+        half_x = producer(other)
+        if other is x:
+            factors.append(1.0)
+        elif _scalar(other) == 0.5:
+            factors.append(0.5)
+        elif half_x is not None and half_x.op == "Mul" and _const_input(half_x, 0.5) is x and _only_read_by(other, [reader], graph):
+            factors += [0.5, 1.0]
+            nodes.append(half_x)
+        else:
+            return None
+        nodes.append(reader)
+        current = reader.outputs[0]
+        if len(factors) > 2:
+            return None
+    return nodes[-1], nodes
+
+
+def _gelu_parts(graph: gs.Graph, anchor: gs.Node) -> tuple | str:
+    argument = _erf_argument(anchor.inputs[0]) if anchor.op == "Erf" else _tanh_argument(anchor.inputs[0])
+    if argument is None:
+        return "argument is not x / sqrt(2)" if anchor.op == "Erf" else "argument is not sqrt(2/pi) * (x + 0.044715 x^3)"
+    x, inner = argument
+    add = anchor.outputs[0].outputs[0] if len(anchor.outputs[0].outputs) == 1 else None
+    if add is None or add.op != "Add" or _const_input(add, 1.0, rel_tol=0) is not anchor.outputs[0]:
+        return f"{anchor.op.lower()}(...) is not followed by + 1 alone"
+    product = _half_x_times(graph, add.outputs[0], x)
+    if product is None:
+        return f"1 + {anchor.op.lower()}(...) is not multiplied by x and 0.5"
+    last, outer = product
+    nodes = [*inner, anchor, add, *outer]
+    if not all(_only_read_by(t, nodes, graph) for n in nodes if n is not last for t in n.outputs):
+        return "an intermediate tensor has readers outside the pattern"
     if (graph.opset or 0) < 20:
-        return f"Gelu needs opset 20, the model has {graph.opset}"
-    prod = next((t for t in half.inputs if _scalar(t) is None), None)
-    if prod is None or _scalar(_other_input(half, prod)) != 0.5:
-        return "not (...) * 0.5"
-    mul = producer(prod)
-    if mul is None or mul.op != "Mul":
-        return "not x * (erf(...) + 1) * 0.5"
-    for x, other in ((mul.inputs[0], mul.inputs[1]), (mul.inputs[1], mul.inputs[0])):
-        add = producer(other)
-        if add is None or add.op != "Add":
-            continue
-        erf_out = next((t for t in add.inputs if _scalar(t) is None), None)
-        erf = producer(erf_out) if erf_out is not None else None
-        if erf is None or erf.op != "Erf" or _scalar(_other_input(add, erf_out)) != 1.0:
-            continue
-        div = producer(erf.inputs[0])
-        if div is None or div.op != "Div" or div.inputs[0] is not x:
-            continue
-        root2 = _scalar(div.inputs[1])
-        if root2 is None or not math.isclose(root2, math.sqrt(2), rel_tol=1e-4):
-            continue
-        nodes = [div, erf, add, mul, half]
-        if not all(_only_read_by(n.outputs[0], [nodes[i + 1]], graph) for i, n in enumerate(nodes[:-1])):
-            return "an intermediate tensor has readers outside the pattern"
-        return x, nodes
-    return "no erf(x / sqrt(2)) + 1 under the product"
+        return f"a GELU, but Gelu needs opset 20 and the model has {graph.opset}"
+    return x, nodes, last
 
 
-def check_gelu(graph: gs.Graph, half: gs.Node) -> str | None:
-    parts = _gelu_parts(graph, half)
+def check_gelu(graph: gs.Graph, anchor: gs.Node) -> str | None:
+    parts = _gelu_parts(graph, anchor)
     return parts if isinstance(parts, str) else None
 
 
-def rewrite_gelu(model: Model, half: gs.Node) -> None:
-    x, nodes = _gelu_parts(model.graph, half)
-    out = half.outputs[0]
-    node = gs.Node("Gelu", model.unique_name(f"{half.name}/gelu"), {"approximate": "none"}, inputs=[x], outputs=[out])
+def rewrite_gelu(model: Model, anchor: gs.Node) -> None:
+    x, nodes, last = _gelu_parts(model.graph, anchor)
+    out = last.outputs[0]
+    approximate = "none" if anchor.op == "Erf" else "tanh"
+    node = gs.Node("Gelu", model.unique_name(f"{last.name}/gelu"), {"approximate": approximate}, inputs=[x], outputs=[out])
     for n in nodes:
         n.outputs.clear()
         n.inputs.clear()

@@ -61,22 +61,70 @@ def test_decomposed_softmax_becomes_one_op(stable):
     assert ops == ["Softmax"]
 
 
-def gelu_model(opset):
-    nodes = [helper.make_node("Div", ["x", "root2"], ["a"], name="div"), helper.make_node("Erf", ["a"], ["b"], name="erf"),
-             helper.make_node("Add", ["b", "one"], ["c"], name="add"), helper.make_node("Mul", ["x", "c"], ["d"], name="mul"),
-             helper.make_node("Mul", ["d", "half"], ["y"], name="half")]
-    return make_model(nodes, [("x", FLOAT, [2, 3, 8])], [("y", FLOAT, [2, 3, 8])],
-                      {"root2": np.array(np.sqrt(2), np.float32), "one": np.array(1, np.float32), "half": np.array(0.5, np.float32)}, opset=opset)
+SQRT_2_PI = np.sqrt(2 / np.pi)
 
 
-def test_gelu_becomes_one_op_from_opset_20():
-    ops, _ = fuse(gelu_model(20), "gelu")
-    assert ops == ["Gelu"]
+def gelu_nodes(form: str) -> list:
+    """Decomposed GELU as exporters write it: the erf form (PyTorch), erf with x * (1/sqrt 2), and the tanh form with
+    the product grouped three ways (GPT-2's gelu_new, x^3 as Pow or as x * x * x)."""
+    mul = lambda a, b, out: helper.make_node("Mul", [a, b], [out], name=out)  # noqa: E731
+    add = lambda a, b, out: helper.make_node("Add", [a, b], [out], name=out)  # noqa: E731
+    if form.startswith("erf"):
+        arg = [helper.make_node("Div", ["x", "root2"], ["a"], name="a")] if form == "erf" else [mul("x", "inv_root2", "a")]
+        return [*arg, helper.make_node("Erf", ["a"], ["t"], name="erf"), add("t", "one", "u"), mul("x", "u", "d"), mul("d", "half", "y")]
+    if form == "tanh-pow":
+        cube = [helper.make_node("Pow", ["x", "three"], ["x3"], name="pow")]
+    else:
+        cube = [mul("x", "x", "x2"), mul("x2", "x", "x3")]
+    nodes = [*cube, mul("k", "x3", "kx3"), add("x", "kx3", "inner"), mul("c", "inner", "arg"),
+             helper.make_node("Tanh", ["arg"], ["t"], name="tanh"), add("one", "t", "u")]
+    if form == "tanh-pow":  # (0.5 * x) * u
+        return nodes + [mul("half", "x", "hx"), mul("hx", "u", "y")]
+    return nodes + [mul("u", "half", "uh"), mul("x", "uh", "y")]  # x * (u * 0.5)
+
+
+def gelu_model(opset, form="erf", extra_reader=False):
+    nodes = gelu_nodes(form)
+    outputs = [("y", FLOAT, [2, 3, 8])]
+    if extra_reader:
+        outputs.append(("t", FLOAT, [2, 3, 8]))
+    consts = {"root2": np.sqrt(2), "inv_root2": 1 / np.sqrt(2), "one": 1.0, "half": 0.5, "three": 3.0, "k": 0.044715,
+              "c": SQRT_2_PI}
+    used = {i for n in nodes for i in n.input}
+    return make_model(nodes, [("x", FLOAT, [2, 3, 8])], outputs,
+                      {k: np.array(v, np.float32) for k, v in consts.items() if k in used}, opset=opset)
+
+
+@pytest.mark.parametrize("form, approximate", [("erf", "none"), ("erf-mul", "none"), ("tanh-pow", "tanh"),
+                                               ("tanh-mul", "tanh")])
+def test_gelu_becomes_one_op_from_opset_20(form, approximate):
+    rule = "gelu" if approximate == "none" else "gelu-tanh"
+    result = effc.optimize(load_model(gelu_model(20, form)), f"fuse(rules=[{rule}]),dce", Context(verify=True))
+    assert [(n.op, n.attrs.get("approximate")) for n in result.model.graph.nodes] == [("Gelu", approximate)]
+    x = RNG.standard_normal((2, 3, 8)).astype(np.float32) * 3
+    np.testing.assert_allclose(run_model(result.model, {"x": x})["y"], run_model(gelu_model(20, form), {"x": x})["y"],
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_gelu_is_left_alone_below_opset_20():
     ops, report = fuse(gelu_model(17), "gelu")
     assert "Gelu" not in ops and "needs opset 20" in " ".join(report["not_fired"]["gelu"])
+
+
+def test_gelu_with_an_intermediate_read_elsewhere_is_left_alone():
+    result = effc.optimize(load_model(gelu_model(20, "tanh-pow", extra_reader=True)), "fuse(rules=[gelu-tanh],explain=true)",
+                           Context(verify=True))
+    assert "Gelu" not in [n.op for n in result.model.graph.nodes]
+    assert "readers outside" in " ".join(result.context.reports["fuse"]["not_fired"]["gelu-tanh"])
+
+
+def test_a_tanh_that_is_not_gelu_is_left_alone():
+    nodes = [helper.make_node("Tanh", ["x"], ["t"], name="tanh"), helper.make_node("Add", ["t", "one"], ["u"], name="add"),
+             helper.make_node("Mul", ["x", "u"], ["d"], name="mul"), helper.make_node("Mul", ["d", "half"], ["y"], name="half")]
+    proto = make_model(nodes, [("x", FLOAT, [2, 3, 8])], [("y", FLOAT, [2, 3, 8])],
+                       {"one": np.array(1, np.float32), "half": np.array(0.5, np.float32)}, opset=20)
+    ops, report = fuse(proto, "gelu-tanh")
+    assert "Gelu" not in ops and "argument is not" in " ".join(report["not_fired"]["gelu-tanh"])
 
 
 def test_slices_of_different_axes_merge_and_same_axis_is_refused():
