@@ -37,12 +37,20 @@ def test_default_pipeline_on_zoo(name):
         _check_close(ref, run_model(result.model, f))
 
 
-@pytest.mark.parametrize("step", LOSSLESS)
-def test_each_pass_alone_keeps_outputs_on_digits_and_encoder(step):
-    for name in ("digits", "encoder"):
+@pytest.fixture(scope="module")
+def zoo_models():
+    """{name: (model, feeds, outputs)}, loaded once for all passes."""
+    loaded = {}
+    for name in ("digits", "resnet18", "mobilenetv2", "encoder"):
         model = load_model(get(name).onnx_path)
         feeds = random_inputs(model.input_specs(), seed=2, dim_value=5)
-        ref = run_model(model, feeds)
+        loaded[name] = (model, feeds, run_model(model, feeds))
+    return loaded
+
+
+@pytest.mark.parametrize("step", LOSSLESS)
+def test_each_pass_alone_keeps_outputs_on_every_zoo_model(step, zoo_models):
+    for name, (model, feeds, ref) in zoo_models.items():
         result = effc.optimize(model.copy(), step, Context(verify=True))
         _check_close(ref, run_model(result.model, feeds))
 
