@@ -29,6 +29,7 @@ from effc.errors import EffcError
 # Tasks below this many FLOPs are not worth a builder round (about 20 s here) and cost nearly nothing at run time.
 MIN_FLOPS = 100_000
 FAILED_US = 1e9  # MetaSchedule's run time of a candidate that failed is 1e10 s
+BUDGET_GRACE_S = 30  # a time budget may be overrun by this much rather than leave a batch unmeasured
 STATE_FILE = "effc_tuning.json"  # beside MetaSchedule's database_workload.json / database_tuning_record.json
 
 
@@ -293,8 +294,9 @@ def tune(model, target, db_dir: str | Path, *, trials: int | None = None, second
         report.seconds = time.monotonic() - start
         return report
     per_task = max(1, trials // len(todo)) if trials else 1000
-    # a batch is the unit the time budget is checked at: small batches for short budgets
-    per_iter = min(64, per_task) if trials else min(64, max(8, int(seconds / 20)))
+    # a batch is the unit the time budget is checked at: about a minute's budget per candidate of a batch (ResNet-18's
+    # 60-candidate batches took 90 s here and overran a 20-minute budget by 108 s)
+    per_iter = min(64, per_task) if trials else min(64, max(8, int(seconds / 60)))
     global_trials = trials if trials else per_task * len(todo)
     total = float(global_trials) if trials else float(seconds)
 
@@ -314,7 +316,7 @@ def tune(model, target, db_dir: str | Path, *, trials: int | None = None, second
         todo.sort(key=lambda item: (item[2].default_us is None, -(item[2].default_us or item[2].flops) * item[2].calls))
         report.tasks.sort(key=lambda t: (t.status != "tune", t.default_us is None, -(t.default_us or t.flops) * t.calls))
 
-        done = [0]
+        done, batch_end = [0], [time.monotonic()]
 
         @derived_object
         class Watch(ms.measure_callback.PyMeasureCallback):
@@ -328,7 +330,10 @@ def tune(model, target, db_dir: str | Path, *, trials: int | None = None, second
                     todo[task_id][2].error = _first_line(errors[0])
                 elapsed = time.monotonic() - start
                 say(done[0] if trials else min(elapsed, total), total, f"tuning {todo[task_id][2].name}")
-                if deadline and time.monotonic() >= deadline:
+                now = time.monotonic()
+                batch_seconds, batch_end[0] = now - batch_end[0], now
+                # stop once the budget is spent, or when another batch as long as this one would overrun it
+                if deadline and (now >= deadline or now + batch_seconds > deadline + BUDGET_GRACE_S):
                     for i, record in enumerate(scheduler.tasks_):
                         if not record.is_terminated:
                             scheduler.terminate_task(i)

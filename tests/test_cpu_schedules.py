@@ -68,7 +68,9 @@ def test_mobilenet_depthwise_and_encoder_matmuls_have_their_rules():
 @pytest.mark.parametrize("rule_name,function,host", [
     ("packed-conv", None, False), ("grouped-conv", None, False), ("matmul", None, False), ("generic", None, False),
     # this machine's SIMD width: 24 output channels in 8-lane vectors (AVX-512), the classifier's widened GEMV tile
-    ("packed-conv", "fused_effc_conv2d3_add4", True), ("matmul", "fused_matmul_add24", True)])
+    ("packed-conv", "fused_effc_conv2d3_add4", True), ("matmul", "fused_matmul_add24", True),
+    # a stride-2 depthwise conv (unrolled rows), the global average pool (a reduction under the generic rule)
+    ("grouped-conv", "fused_conv2d1_add3_maximum2_minimum2", True), ("generic", "mean", True)])
 def test_each_rule_computes_what_the_unscheduled_kernel_computes(rule_name, function, host):
     """Build one function per rule twice, scheduled and as TVM's naive loops, and compare on random data."""
     import tvm
