@@ -323,9 +323,11 @@ def _schedule_block_generic(sch, block, lanes: int) -> None:
         return
     elements = _product(extents[:spatial])
     if spatial < len(loops):
-        # the two innermost spatial loops stay loops: fused into the parallel loop, every output would recompute its
-        # row and column by division (ResNet-18's max pool: 0.96 ms so, 0.2 ms as a nest)
-        _parallel_outer(sch, loops[:max(1, spatial - 2)], _product(extents))
+        # the two innermost spatial loops stay loops when the outer ones give the cores enough to share: fused into
+        # the parallel loop, every output would recompute its row and column by division (ResNet-18's max pool:
+        # 0.96 ms so, 0.3 ms as a nest)
+        outer = spatial - 2 if spatial > 2 and _product(extents[:spatial - 2]) >= 8 else spatial
+        _parallel_outer(sch, loops[:outer], _product(extents))
         if _product(extents[spatial:]) <= SMALL_REDUCTION:  # pooling windows: unrolled, registers instead of a loop
             for loop in loops[spatial:]:
                 sch.unroll(loop)
