@@ -141,6 +141,12 @@ def _largest_divisor(n: int, limit: int) -> int:
     return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
 
 
+def _vector_width(block: int, lanes: int) -> int:
+    """Lanes per vector for a block of `block` values: a power of two up to a register (a 24-wide block is three
+    8-lane vectors: LLVM spills a <24 x float> accumulator)."""
+    return min(lanes, block & -block)
+
+
 def _vector_block(n: int, lanes: int) -> int:
     for block in (2 * lanes, lanes, lanes // 2, lanes // 4, 2):
         if block >= 2 and n % block == 0:
@@ -182,7 +188,7 @@ def _schedule_packed_conv(sch, lanes: int, registers: int) -> None:
     _inline_elementwise(sch, keep=[conv, *pads])
     n, o, y, x, rc, ry, rx = sch.get_loops(conv)
     n_, oc, oh, ow, ic, kh, kw = _extents(sch, [n, o, y, x, rc, ry, rx])
-    width = min(lanes, block & -block)  # a 24-channel block: three 8-lane vectors (LLVM spills <24 x float>)
+    width = _vector_width(block, lanes)
     vectors = block // width
     columns = _largest_divisor(ow, max(1, (registers - 8) // vectors))
     o_outer, o_inner = sch.split(o, [None, block])
@@ -224,7 +230,7 @@ def _schedule_matmul(sch, lanes: int, registers: int) -> None:
     tile_rows = _largest_divisor(rows, max(1, (registers - 4) // vectors))
     # Few rows (a matrix-vector product): widen the tile along the columns, so that each step of k reads a long
     # contiguous run of the weight row rather than a few bytes of every cache line, twice.
-    width = min(lanes, block & -block)
+    width = _vector_width(block, lanes)
     budget = ((registers - 4) // tile_rows) * width
     block = max(d for d in range(block, min(cols, budget) + 1, block) if cols % d == 0) if budget > block else block
     i_outer, i_inner = sch.split(i, [None, tile_rows])

@@ -328,9 +328,8 @@ def tune(model, target, db_dir: str | Path, *, trials: int | None = None, second
                 errors = [r.error_msg for r in [*builder_results, *runner_results] if r.error_msg]
                 if errors and not todo[task_id][2].error:
                     todo[task_id][2].error = _first_line(errors[0])
-                elapsed = time.monotonic() - start
-                say(done[0] if trials else min(elapsed, total), total, f"tuning {todo[task_id][2].name}")
                 now = time.monotonic()
+                say(done[0] if trials else min(now - start, total), total, f"tuning {todo[task_id][2].name}")
                 batch_seconds, batch_end[0] = now - batch_end[0], now
                 # stop once the budget is spent, or when another batch as long as this one would overrun it
                 if deadline and (now >= deadline or now + batch_seconds > deadline + BUDGET_GRACE_S):

@@ -1,8 +1,9 @@
 """Fusion rules for the decomposed LayerNormalization, Softmax and GELU that exporters emit.
 
 Each pattern is matched from one characteristic node (the anchor: the normalizing Div, the Erf or Tanh);
-`check_*` returns a refusal reason or None, `rewrite_*` replaces the whole chain by the single ONNX op. Gelu is an ONNX op from opset 20 only, so GELU is left alone in
-models of a lower opset (ONNX Runtime and TVM both fuse the erf form themselves).
+`check_*` returns a refusal reason or None, `rewrite_*` replaces the whole chain by the single ONNX op. Gelu is an
+ONNX op from opset 20 only, so GELU is left alone in models of a lower opset (ONNX Runtime and TVM both fuse the
+erf form themselves).
 """
 
 from __future__ import annotations
