@@ -51,7 +51,8 @@ def build(ops: list[str]) -> onnx.ModelProto:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(sorted(OPS)), min_size=1, max_size=6),
-       st.sampled_from(["default", "fold-constants", "remove-identity", "cse", "fuse", "fold-scale", "dedup-initializers", "dce"]))
+       st.sampled_from(["default", "fold-constants", "remove-identity", "cse", "fuse", "fold-scale", "dedup-initializers", "dce",
+                        "strip-names"]))
 def test_lossless_passes_keep_outputs(ops, spec):
     model = load_model(build(ops))
     feeds = random_inputs(model.input_specs(), seed=0)

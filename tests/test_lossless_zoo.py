@@ -11,7 +11,8 @@ from effc.ir import load_model
 from effc.runtime import random_inputs, run_model
 from models.zoo import get
 
-LOSSLESS = ["fold-constants", "remove-identity", "dedup-initializers", "cse", "fold-bn", "fold-pad", "fold-scale", "fuse", "dce"]
+LOSSLESS = ["fold-constants", "remove-identity", "dedup-initializers", "cse", "fold-bn", "fold-pad", "fold-scale", "fuse", "dce",
+            "strip-names"]
 # node counts onnxslim 0.1.x reaches on these models (benchmarks/bench_simplify.py measures them afresh)
 ONNXSLIM_NODES = {"digits": 12, "resnet18": 49, "mobilenetv2": 100, "encoder": 121}
 
