@@ -1,8 +1,9 @@
 """Artifacts: self-describing folders holding a compiled model, and the callable that runs one.
 
 Layout: the backend's library (model.so, or model.onnx for ORT), its parameters (params.npz) and effc.json:
-format and version, backend, target, input/output names/shapes/dtypes, the passes applied and their ledger,
-versions, the source model's hash, and the sha256 of every file (checked on load).
+format and version, backend, target, input/output names/shapes/dtypes, the passes applied and their ledger, the
+calibration data's path (what `effc profile` feeds by default), versions, the source model's hash, and the sha256
+of every file (checked on load).
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ def sha256_file(path: str | Path) -> str:
 
 
 def compile_artifact(model: Model, target, out: str | Path, *, source: str | Path | None = None, pipeline: str | None = None,
-                     ledger: dict | None = None, progress: Callable[[str], None] | None = None, **backend_options) -> dict:
+                     ledger: dict | None = None, calibration: str | Path | None = None,
+                     progress: Callable[[str], None] | None = None, **backend_options) -> dict:
     """Compile `model` (static input shapes) for `target` (effc.backends.targets.Target) into the folder `out`,
-    atomically; returns the effc.json document. EffcError for dynamic shapes or ops the backend cannot take."""
+    atomically; returns the effc.json document. `calibration`: the file or folder the passes calibrated on, recorded
+    as an absolute path. EffcError for dynamic shapes or ops the backend cannot take."""
     from effc.backends.base import get_backend
 
     backend = get_backend(target.backend)
@@ -53,6 +56,7 @@ def compile_artifact(model: Model, target, out: str | Path, *, source: str | Pat
             "inputs": [spec.to_json() for spec in model.input_specs()],
             "outputs": [{**spec.to_json(), "file": _output_file(spec.name)} for spec in model.output_specs()],
             "pipeline": pipeline, "ledger": ledger,
+            "calibration": {"path": str(Path(calibration).resolve())} if calibration else None,
             "source": {"path": str(source) if source else model.source,
                        "sha256": sha256_file(source) if source and Path(source).is_file() else None},
             "versions": _versions(), "files": {name: sha256_file(tmp / name) for name in files},

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from effc.errors import EffcError
 from effc.ir import Model
 from effc.runtime import Latency
 
@@ -55,6 +56,25 @@ class KernelRow:
 
 
 @dataclass
+class ProfileInputs:
+    """What a profile fed the artifact (and ORT beside it)."""
+
+    source: str  # "file" (--inputs), "calibration" (the data the artifact was calibrated on) or "random"
+    path: str | None = None  # the file; for random inputs, the calibration data the artifact recorded but is gone
+    calibrated: bool = False  # a pass of the pipeline calibrated its ranges on data (int8): random inputs mislead
+
+    def describe(self) -> str:
+        if self.source == "file":
+            return f"{self.path} (first sample)"
+        if self.source == "calibration":
+            return f"{self.path} (calibration data, first sample)"
+        if not self.calibrated:
+            return "random inputs"
+        gone = f" ({self.path} is gone)" if self.path else ""
+        return f"random inputs, not the data its int8 pass was calibrated on{gone}: give --inputs DATA.npz"
+
+
+@dataclass
 class Profile:
     artifact: str
     target: str
@@ -66,6 +86,7 @@ class Profile:
     builtin_ms: float | None
     weight_bytes: int | None
     peak_activation_bytes: int | None
+    inputs: ProfileInputs = field(default_factory=lambda: ProfileInputs("random"))
     ort_latency: Latency | None = None
     ort_max_abs_diff: float | None = None
 
@@ -177,17 +198,55 @@ def _nbytes(tensor: gs.Tensor) -> int:
     return int(np.prod(dims, dtype=np.int64)) * itemsize
 
 
-def profile_artifact(path: str | Path, *, repeat: int = 20, warmup: int = 3, rpc: str | None = None,
-                     compare_ort: str | None = None, seed: int = 0) -> Profile:
-    """Profile an artifact on random inputs of its shapes; `compare_ort` (an ONNX path) is timed on ORT beside it."""
-    from effc.artifact import load_artifact
+def profile_inputs(meta: dict, inputs: str | Path | None = None, *, seed: int = 0) -> tuple[dict[str, np.ndarray], ProfileInputs]:
+    """The feeds to profile an artifact (its effc.json `meta`) on: the first batch of `inputs` (.npz keyed by input
+    name, or a folder of .npy), else of the calibration data it was built with while that is still there, else random
+    inputs of its shapes. EffcError for `inputs` that do not exist or do not fit the artifact's inputs."""
+    from effc.calib import CalibrationData
     from effc.ir import TensorSpec
-    from effc.runtime import measure_latency, ort_session, random_inputs, run_session
+    from effc.runtime import random_inputs
+
+    specs = [TensorSpec(s["name"], tuple(s["shape"]), np.dtype(s["dtype"])) for s in meta["inputs"]]
+    recorded = (meta.get("calibration") or {}).get("path")
+    calibrated = bool(recorded) or _calibrates(meta.get("pipeline"))
+    if inputs is not None or (recorded and Path(recorded).exists()):
+        source, path = ("file", str(inputs)) if inputs is not None else ("calibration", _shown(recorded))
+        feeds = next(CalibrationData.load(inputs if inputs is not None else recorded).batches(specs), None)
+        if feeds is None:
+            raise EffcError(f"{path}: no samples")
+        return feeds, ProfileInputs(source, path, calibrated)
+    return random_inputs(specs, seed=seed), ProfileInputs("random", _shown(recorded) if recorded else None, calibrated)
+
+
+def _shown(path: str) -> str:
+    """`path` relative to the working directory when it lies below it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def _calibrates(pipeline: str | None) -> bool:
+    """Whether a pass of `pipeline` (a spec) calibrates on data (int8); artifacts built before effc.json recorded
+    the calibration path say only this."""
+    from effc.pipeline import Pipeline
+
+    try:
+        return any("calibration" in p.requires for p in Pipeline.parse(pipeline).passes()) if pipeline else False
+    except EffcError:  # a plugin pass not installed here: nothing known
+        return False
+
+
+def profile_artifact(path: str | Path, *, repeat: int = 20, warmup: int = 3, rpc: str | None = None,
+                     compare_ort: str | None = None, inputs: str | Path | None = None, seed: int = 0) -> Profile:
+    """Profile an artifact on the first sample of `inputs`, of its calibration data or random inputs (see
+    `profile_inputs`); `compare_ort` (an ONNX path) is timed on ORT beside it and compared on the same inputs."""
+    from effc.artifact import load_artifact
+    from effc.runtime import measure_latency, ort_session, run_session
 
     artifact = load_artifact(path, rpc=rpc)
     meta = artifact.meta
-    specs = [TensorSpec(s["name"], tuple(s["shape"]), np.dtype(s["dtype"])) for s in meta["inputs"]]
-    feeds = random_inputs(specs, seed=seed)
+    feeds, fed = profile_inputs(meta, inputs, seed=seed)
     timings = artifact.runner.profile(artifact.ordered_inputs(feeds), repeat=repeat, warmup=warmup, kernels=True)
     latency = Latency.of(timings.latency_s)
     rows, kernel_ms, builtin_ms = [], None, None
@@ -196,7 +255,7 @@ def profile_artifact(path: str | Path, *, repeat: int = 20, warmup: int = 3, rpc
         kernel_ms = sum(r.median_ms for r in rows)
         builtin_ms = sum(statistics.median(v) * 1e3 for k, v in timings.kernels_s.items() if is_builtin(k))
     profile = Profile(str(path), meta["target"]["name"], artifact.runner.where, artifact.runner.emulated, latency, rows,
-                      kernel_ms, builtin_ms, meta.get("weight_bytes"), meta.get("peak_activation_bytes"))
+                      kernel_ms, builtin_ms, meta.get("weight_bytes"), meta.get("peak_activation_bytes"), fed)
     if compare_ort:
         session = ort_session(str(compare_ort))
         profile.ort_latency = measure_latency(session, feeds, repeat=repeat, warmup=warmup)

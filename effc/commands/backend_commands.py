@@ -65,7 +65,7 @@ def compile_cmd(model_path, target_name, cpu, spec, recipe, calib_path, random_c
 
         tuning["tuning_db"] = str(check_db(db_dir, target))
     meta = compile_artifact(result.model, target, out, source=model_path, pipeline=str(pipeline),
-                            ledger=result.ledger.to_json(), progress=progress, **tuning)
+                            ledger=result.ledger.to_json(), calibration=calib_path, progress=progress, **tuning)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     if as_json:
         print_json({"artifact": str(out), "bytes": size, "target": meta["target"], "compile_seconds": meta["compile_seconds_total"],
@@ -137,16 +137,19 @@ def run_cmd(artifact_path, inputs, output_dir, rpc, as_json) -> None:
 @click.option("--top", default=15, show_default=True, type=click.IntRange(1), help="Kernels shown in the table.")
 @click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False), help="Write a self-contained HTML report here.")
 @click.option("--compare-ort", "compare_ort", default=None, type=click.Path(dir_okay=False), metavar="MODEL",
-              help="Time this ONNX model on ONNX Runtime beside the artifact.")
+              help="Time this ONNX model on ONNX Runtime beside the artifact, and compare their outputs.")
+@click.option("--inputs", "inputs_path", type=click.Path(), help="Inputs (.npz keyed by input name, or a folder of .npy); "
+              "the first sample is fed. Default: the artifact's calibration data while it is still there, else random.")
 @rpc_option
 @json_option
-def profile_cmd(artifact_path, repeat, warmup, top, html_path, compare_ort, rpc, as_json) -> None:
+def profile_cmd(artifact_path, repeat, warmup, top, html_path, compare_ort, inputs_path, rpc, as_json) -> None:
     """Profile a compiled ARTIFACT: latency, per-kernel times mapped to ONNX nodes, memory, ONNX Runtime beside it."""
     from effc.profiler import profile_artifact
 
     if compare_ort and not Path(compare_ort).is_file():
         raise EffcError(f"--compare-ort {compare_ort}: no such file")
-    profile = profile_artifact(artifact_path, repeat=repeat, warmup=warmup, rpc=rpc, compare_ort=compare_ort)
+    profile = profile_artifact(artifact_path, repeat=repeat, warmup=warmup, rpc=rpc, compare_ort=compare_ort,
+                               inputs=inputs_path)
     if html_path:
         from effc.fileio import write_bytes_atomic
         from effc.profile_report import render_html
@@ -189,7 +192,8 @@ def profile_summary(profile) -> list[str]:
     if profile.ort_latency:
         o = profile.ort_latency
         lines.append(f"ONNX Runtime (this machine): median {o.median_ms:.3f} ms (p10 {o.p10_ms:.3f}, p90 {o.p90_ms:.3f}); "
-                     f"artifact/ORT = {lat.median_ms / o.median_ms:.2f}x; max |diff| {profile.ort_max_abs_diff:.3g}")
+                     f"artifact/ORT = {lat.median_ms / o.median_ms:.2f}x; max |diff| {profile.ort_max_abs_diff:.3g} "
+                     f"on {profile.inputs.describe()}")
     return lines
 
 
