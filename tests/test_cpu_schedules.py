@@ -58,7 +58,9 @@ def test_mobilenet_depthwise_and_encoder_matmuls_have_their_rules():
     mobilenet = rules_by_function("mobilenetv2", X86)
     depthwise = [r for f, r in mobilenet.items() if f.startswith("fused_conv2d")]  # TVM's group conv, not effc's
     assert depthwise and set(depthwise) == {"grouped-conv"}
-    assert Counter(mobilenet.values())["packed-conv"] >= 15  # every distinct dense conv, 1x1 or not
+    rules = Counter(mobilenet.values())
+    # every distinct dense conv: the 1x1 ones on planes of whole vectors (112x112 to 28x28 at 16 lanes) over the plane
+    assert rules["pointwise-conv"] == 8 and rules["packed-conv"] >= 7, rules
     encoder = rules_by_function("encoder", X86)
     matmuls = [r for f, r in encoder.items() if "matmul" in f]
     assert len(matmuls) >= 5 and set(matmuls) == {"matmul"}
@@ -67,8 +69,12 @@ def test_mobilenet_depthwise_and_encoder_matmuls_have_their_rules():
 @pytest.mark.tvm
 @pytest.mark.parametrize("rule_name,function,host", [
     ("packed-conv", None, False), ("grouped-conv", None, False), ("matmul", None, False), ("generic", None, False),
+    ("pointwise-conv", None, False),
     # this machine's SIMD width: 24 output channels in 8-lane vectors (AVX-512), the classifier's widened GEMV tile
-    ("packed-conv", "fused_effc_conv2d3_add4", True), ("matmul", "fused_matmul_add24", True),
+    ("packed-conv", "fused_effc_conv2d13_add16_maximum8_minimum8", True), ("matmul", "fused_matmul_add24", True),
+    # a 1x1 conv with a residual add on 56x56 planes, the 112x112 expansion that chunks its plane
+    ("pointwise-conv", "fused_effc_conv2d5_add4_add6", True),
+    ("pointwise-conv", "fused_effc_conv2d2_add2_maximum1_minimum1", True),
     # a stride-2 depthwise conv (unrolled rows), the global average pool (a reduction under the generic rule)
     ("grouped-conv", "fused_conv2d1_add3_maximum2_minimum2", True), ("generic", "mean", True)])
 def test_each_rule_computes_what_the_unscheduled_kernel_computes(rule_name, function, host):
@@ -106,25 +112,33 @@ def test_each_rule_computes_what_the_unscheduled_kernel_computes(rule_name, func
 
 @pytest.mark.tvm
 @pytest.mark.parametrize("tail", ["Transpose", "Flatten", "Sigmoid"])
-def test_conv_followed_by_layout_ops_compiles_to_the_same_numbers(tmp_path, tail):
+@pytest.mark.parametrize("kernel", ["3x3", "1x1"])
+def test_conv_followed_by_layout_ops_compiles_to_the_same_numbers(tmp_path, monkeypatch, tail, kernel):
     """An elementwise tail is folded into the conv's tiles; layout ops stay kernels of their own (FuseOps does not
-    fuse them after a conv) with the generic schedule. Odd column counts and a partial pad on purpose."""
+    fuse them after a conv) with the generic schedule. The 3x3 conv: odd column counts and a partial pad on purpose,
+    24 output channels (three 8-lane vectors on AVX-512); the 1x1 conv runs over its flattened 16x16 plane."""
     from onnx import helper
 
     from conftest import FLOAT, make_model
     from effc.artifact import compile_artifact, load_artifact
     from effc.backends.targets import get_target
+    from effc.backends import cpu_schedule_rules
     from effc.runtime import run_model
 
+    chosen, choose = [], cpu_schedule_rules.choose_schedule
+    monkeypatch.setattr(cpu_schedule_rules, "choose_schedule", lambda *a: chosen.append(choose(*a)[0]) or choose(*a))
     rng = np.random.default_rng(0)
     attrs = {"perm": [0, 2, 3, 1]} if tail == "Transpose" else {}
+    shape, size, pads = ([1, 5, 9, 11], 3, [1, 1, 1, 1]) if kernel == "3x3" else ([1, 5, 16, 16], 1, [0, 0, 0, 0])
     proto = make_model(
-        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=pads, name="conv"),
          helper.make_node(tail, ["c"], ["y"], name="tail", **attrs)],
-        [("x", FLOAT, [1, 5, 9, 11])], [("y", FLOAT, None)],
-        {"w": rng.standard_normal((24, 5, 3, 3)).astype(np.float32), "b": rng.standard_normal(24).astype(np.float32)})
+        [("x", FLOAT, shape)], [("y", FLOAT, None)],
+        {"w": rng.standard_normal((24, 5, size, size)).astype(np.float32),
+         "b": rng.standard_normal(24).astype(np.float32)})
     model = effc.load_model(proto)
     compile_artifact(model, get_target("x86"), tmp_path / "a.effc")
-    x = rng.standard_normal((1, 5, 9, 11)).astype(np.float32)
+    assert ("pointwise-conv" if kernel == "1x1" else "packed-conv") in chosen, chosen
+    x = rng.standard_normal(shape).astype(np.float32)
     np.testing.assert_allclose(load_artifact(tmp_path / "a.effc")(x=x)["y"], run_model(model, {"x": x})["y"],
                                rtol=1e-4, atol=1e-4)
