@@ -28,6 +28,11 @@ def output_axis(node: gs.Node) -> int:
     return 1
 
 
+def rows_to_sample(features: int) -> int:
+    """Input rows to sample for a least-squares problem over `features` inputs: 4 per feature, within [2048, ROWS_PER_LAYER]."""
+    return min(ROWS_PER_LAYER, max(2048, 4 * features))
+
+
 def refittable(node: gs.Node) -> bool:
     if node.op == "Conv":
         return int(node.attrs.get("group", 1)) == 1 and conv_geometry(node) is not None
@@ -82,7 +87,7 @@ def _reference_rows(original: Model, layers: Sequence[gs.Node], kept_outputs, fe
     rows = {}
     for node in layers:
         features = _linear_form(node)[0].shape[0]
-        rows[node.name] = max(1, min(ROWS_PER_LAYER, max(2048, 4 * features)) // max(1, len(feeds)))
+        rows[node.name] = max(1, rows_to_sample(features) // max(1, len(feeds)))
     targets: dict[str, list] = {node.name: [] for node in layers}
     for feed in feeds:
         values = dict(zip(names, session.run(names, dict(feed))))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
@@ -119,14 +120,12 @@ def validated_fit(train: LeastSquares, held_out: LeastSquares, prior: tuple[np.n
 def conv_patches(x: np.ndarray, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int],
                  dilations: Sequence[int], positions: np.ndarray) -> np.ndarray:
     """im2col rows of a 2-D Conv input `x` [N, C, H, W] at output `positions` [(n, oh, ow)], shape [P, C*kh*kw]."""
-    kh, kw = kernel
     xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    span = [d * (k - 1) + 1 for k, d in zip(kernel, dilations)]
+    # a view [N, C, H', W', kh, kw] of every window: one gather at the positions copies just their patches
+    windows = sliding_window_view(xp, span, axis=(2, 3))[..., ::dilations[0], ::dilations[1]]
     n, oh, ow = positions[:, 0], positions[:, 1], positions[:, 2]
-    rows = oh[:, None] * strides[0] + np.arange(kh)[None, :] * dilations[0]
-    cols = ow[:, None] * strides[1] + np.arange(kw)[None, :] * dilations[1]
-    channels = np.arange(x.shape[1])
-    patches = xp[n[:, None, None, None], channels[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
-    return patches.reshape(len(positions), -1)
+    return windows[n, :, oh * strides[0], ow * strides[1]].reshape(len(positions), -1)
 
 
 def sample_positions(shape: Sequence[int], count: int, rng: np.random.Generator) -> np.ndarray:
