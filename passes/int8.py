@@ -13,6 +13,7 @@ from effc.ir import Model
 from effc.passbase import Pass, PassResult, register_pass
 from effc.passes.calibrators import CalibratorName
 from effc.passes.quant_equalize import equalize
+from effc.passes.quant_gptq import GptqRounding, InputMoments, gptq_supported
 from effc.passes.quant_measure import collect_statistics, integer_kernels, noise_stats, sqnr_db
 from effc.passes.quant_plan import QuantPlan, plan_quantization
 from effc.passes.quant_prepare import fold_batchnorm, fold_weight_subgraphs
@@ -54,14 +55,20 @@ class Int8(Pass):
     range fits all their channels; off by default: on the zoo models the channel ranges spread at most 2.6x and it
     did not raise output SQNR (ResNet-18 lost 2.4 dB; benchmarks/README.md). Weights of Conv/ConvTranspose/Gemm/MatMul are
     int8 symmetric per output channel (max|w|/127, or the scales in metadata `effc.int8_weight_scale.<name>`);
-    per_channel=false writes one scale repeated per channel. Biases are int32 with scale input_scale *
-    weight_scale, corrected (bias_correction) for the mean shift weight rounding causes. Constant tables read
+    per_channel=false writes one scale repeated per channel. The integers are the nearest ones
+    (rounding=nearest) or GPTQ's (rounding=gptq, `quant_gptq`): with the scales kept, each layer's weights
+    minimise ||W X - Q X||^2 over its float calibration inputs X (input moments gathered in the same streamed
+    calibration run; 2-D Conv including grouped and depthwise, Gemm, MatMul; others round to nearest). Biases
+    are int32 with scale input_scale * weight_scale, corrected (bias_correction) for the mean shift the final
+    weight error causes. Constant tables read
     by Gather/Slice (embeddings) are stored int8. Activations are per tensor; the type follows the target (see
     `activation_format`): uint8 for ONNX Runtime and TVM x86, int8 for arm. TVM 0.27 lowers QDQ to float math,
     so for TVM targets the output is the same standard QDQ ONNX (numerically what integer kernels compute).
 
     Report (ctx.reports["int8"]): per layer its output SQNR in the quantized model, the noise it adds itself
-    (local SQNR) and its weights' SQNR; top-1 agreement and output SQNR against float on the calibration
+    (local SQNR), its weights' SQNR and, with gptq, how much less output error (on calibration rows, weights
+    alone) its rounding leaves than nearest rounding (rounding_gain_db); the rounding used and the layers it
+    left to nearest (format); top-1 agreement and output SQNR against float on the calibration
     samples; the integer kernels ONNX Runtime actually runs (and float compute left); layers not quantized, why;
     `equalized`: the groups rescaled (producers, consumers, channel range spread before and after) and why others were not.
 
@@ -86,6 +93,7 @@ class Int8(Pass):
         exclude: tuple[str, ...] = field(default=(), metadata={"help": "node names or op types to keep in float"})
         accuracy_budget: float | None = field(default=None, metadata={"help": "max top-1 agreement loss vs float on calibration data"})
         bias_correction: bool = field(default=True, metadata={"help": "compensate the mean shift weight rounding causes"})
+        rounding: Literal["nearest", "gptq"] = field(default="nearest", metadata={"help": "weight rounding: nearest, or GPTQ least squares on calibration inputs"})
         equalize: bool = field(default=False, metadata={"help": "rescale channel groups so one per-tensor activation range fits all their channels"})
         equalize_alpha: float = field(default=0.5, metadata={"help": "equalization strength: s_c = (range_c / weight_range_c) ** alpha"})
         sensitivity: bool = field(default=False, metadata={"help": "measure end-to-end drift with each layer alone quantized"})
@@ -127,16 +135,21 @@ class Int8(Pass):
 
         total = calibration.num_samples(specs) if opts.samples is None else min(opts.samples, calibration.num_samples(specs))
         means = {_input_name(model, n) for n in plan.weighted}
+        moments, not_gptq = _input_moments(model, plan, total, ctx.rng("int8-gptq")) if opts.rounding == "gptq" else ({}, {})
+        observers: dict[str, list] = {}
+        for name, moment in moments.items():
+            observers.setdefault(_input_name(model, name), []).append(moment)
         with ctx.progress("int8: calibrating", total=None) as bar:
             # streamed: one batch in memory at a time (a folder of .npy files is memory-mapped)
             stats = collect_statistics(model, calibration.batches(specs, limit=opts.samples), plan.calibrated, histogram=opts.calibrator != "minmax",
-                                       means=means if opts.bias_correction else set(), progress=bar)
+                                       means=means if opts.bias_correction else set(), observers=observers, progress=bar)
+        gptq = GptqRounding(moments) if moments else None
         report_feeds = list(calibration.batches(specs, limit=opts.report_samples))
 
         def build(keep_float: set[str]) -> tuple[Model, QuantPlan, object]:
             sub = plan if not keep_float else plan_quantization(model, set(opts.exclude), keep_float)
             candidate = model.copy()
-            writer = write_qdq(candidate, sub, stats, fmt, opts.calibrator, opts.bias_correction, opts.per_channel)
+            writer = write_qdq(candidate, sub, stats, fmt, opts.calibrator, opts.bias_correction, opts.per_channel, gptq)
             return candidate, sub, writer
 
         quantized, current, writer = build(set())
@@ -184,7 +197,8 @@ class Int8(Pass):
         report = {
             "target": ctx.target or "onnxruntime",
             "format": {"activations": f"{np.dtype(fmt.dtype).name} {'symmetric' if fmt.symmetric else 'asymmetric'} per-tensor",
-                       "weights": f"int8 symmetric {'per-channel' if opts.per_channel else 'per-tensor'}", "why": why},
+                       "weights": f"int8 symmetric {'per-channel' if opts.per_channel else 'per-tensor'}", "why": why,
+                       "rounding": opts.rounding, "rounded_to_nearest": not_gptq},
             "calibrator": opts.calibrator, "calibration_samples": total, "report_samples": _sample_count(report_feeds),
             "top1_agreement": agreement, "output_sqnr_db": _finite(measured["output_sqnr"]),
             "layers": layers, "kept_float": kept,
@@ -202,6 +216,20 @@ def _sample_count(feeds: list[dict]) -> int:
 
 def _input_name(model: Model, node_name: str) -> str:
     return next(n for n in model.graph.nodes if n.name == node_name).inputs[0].name
+
+
+def _input_moments(model: Model, plan: QuantPlan, samples: int, rng) -> tuple[dict[str, InputMoments], dict[str, str]]:
+    """GPTQ's input-moment collectors for the weighted layers it supports (node name -> collector), and the
+    others with why they keep nearest rounding."""
+    nodes = {n.name: n for n in model.graph.nodes}
+    moments, skipped = {}, {}
+    for name in plan.weighted:
+        reason = gptq_supported(nodes[name])
+        if reason is None:
+            moments[name] = InputMoments(nodes[name], samples, rng)
+        else:
+            skipped[name] = reason
+    return moments, skipped
 
 
 def _probe_names(model: Model, plan: QuantPlan) -> list[str]:
@@ -233,6 +261,7 @@ def _layer_rows(model: Model, plan: QuantPlan, measured: dict, writer) -> list[d
             "sqnr_db": _finite(sqnr_db(signal[out], noise[out])),
             "local_sqnr_db": _finite(sqnr_db(1.0, max(ratio_out - ratio_in, 1e-12))),
             "weight_sqnr_db": _weight_sqnr(node, plan, writer),
+            "rounding_gain_db": _finite(writer.rounding_gain[name]) if name in writer.rounding_gain else None,
             "kept_float": False,
         })
     return rows

@@ -40,14 +40,22 @@ def exposing(model: Model, names: Iterable[str]) -> Model:
 
 
 def collect_statistics(model: Model, feeds: Iterable[Mapping[str, np.ndarray]], names: Sequence[str], *,
-                       histogram: bool, means: set[str], progress=None) -> dict[str, RangeCollector]:
-    """Stream the feeds through `model`, accumulating one RangeCollector per named tensor."""
+                       histogram: bool, means: set[str], observers: Mapping[str, Sequence] = {},
+                       progress=None) -> dict[str, RangeCollector]:
+    """Stream the feeds through `model`, accumulating one RangeCollector per named tensor.
+
+    `observers` maps more tensor names to objects whose `update(value)` sees each batch of that tensor too
+    (the same streamed run: GPTQ's input moments).
+    """
     collectors = {n: RangeCollector(histogram, means=n in means) for n in names}
-    session = ort_session(exposing(model, names))
+    session = ort_session(exposing(model, [*names, *(n for n in observers if n not in collectors)]))
     for feed in feeds:
         outputs = run_session(session, feed)
         for name, collector in collectors.items():
             collector.update(outputs[name])
+        for name, watching in observers.items():
+            for observer in watching:
+                observer.update(outputs[name])
         if progress is not None:
             progress.advance()
     return collectors

@@ -10,6 +10,7 @@ import onnx_graphsurgeon as gs
 
 from effc.ir import Model
 from effc.passes.calibrators import CalibratorName, RangeCollector
+from effc.passes.quant_gptq import GptqRounding
 from effc.passes.quant_plan import QuantPlan
 
 WEIGHT_SCALE_KEY = "effc.int8_weight_scale."  # + weight tensor name: per-output-channel scales chosen upstream (cluster)
@@ -91,10 +92,13 @@ def bias_shift(node: gs.Node, weight_error: np.ndarray, input_mean: np.ndarray |
 class QDQWriter:
     """Applies a QuantPlan to a model: one instance per rewrite (it caches the constants it creates)."""
 
-    def __init__(self, model: Model, fmt: ActivationFormat, ranges: dict[str, tuple[float, float]], per_channel: bool = True):
+    def __init__(self, model: Model, fmt: ActivationFormat, ranges: dict[str, tuple[float, float]], per_channel: bool = True,
+                 gptq: GptqRounding | None = None):
         self.model, self.fmt, self.ranges, self.per_channel = model, fmt, ranges, per_channel
+        self.gptq = gptq  # rounds the weights of the layers it covers (the others: nearest)
         self._params: dict[str, tuple[gs.Constant, gs.Constant]] = {}
         self.weight_error: dict[str, float] = {}  # weight name -> SQNR of its int8 form, dB
+        self.rounding_gain: dict[str, float] = {}  # node name -> output error of nearest over GPTQ rounding, dB
         self.tables = 0
 
     def activation_params(self, owner: str) -> tuple[gs.Constant, gs.Constant]:
@@ -130,7 +134,10 @@ class QDQWriter:
         scales = weight_scales(values, axis, weight.name, model.metadata)
         if not self.per_channel:  # one scale for the whole tensor, still written per channel (all equal)
             scales = np.full_like(scales, scales.max())
-        q = quantize_weight(values, scales, axis)
+        if self.gptq is not None and self.gptq.covers(node):
+            q, self.rounding_gain[node.name] = self.gptq.quantize(node, values, scales)
+        else:
+            q = quantize_weight(values, scales, axis)
         shape = [1] * values.ndim
         shape[axis] = -1
         error = q.astype(np.float32) * scales.reshape(shape) - values
@@ -213,11 +220,13 @@ def _sqnr(signal: np.ndarray, noise: np.ndarray) -> float:
 
 
 def write_qdq(model: Model, plan: QuantPlan, stats: dict[str, RangeCollector], fmt: ActivationFormat,
-              method: CalibratorName, correct_bias: bool, per_channel: bool = True) -> QDQWriter:
-    """Rewrite `model` (in place) into QDQ form following `plan`, with activation ranges from `stats`."""
+              method: CalibratorName, correct_bias: bool, per_channel: bool = True,
+              gptq: GptqRounding | None = None) -> QDQWriter:
+    """Rewrite `model` (in place) into QDQ form following `plan`, with activation ranges from `stats`;
+    the weights of the layers `gptq` covers are rounded by it, the others to nearest."""
     levels = {name: 255 if c.min >= 0 and not fmt.symmetric else 128 for name, c in stats.items()}
     ranges = {owner: stats[owner].range(method, levels[owner]) for owner in set(plan.tensors.values())}
-    writer = QDQWriter(model, fmt, ranges, per_channel)
+    writer = QDQWriter(model, fmt, ranges, per_channel, gptq)
     tensors = model.graph.tensors()
     nodes = {n.name: n for n in model.graph.nodes}
     for name in plan.weighted:
