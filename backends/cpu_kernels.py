@@ -17,6 +17,8 @@ CONV_BLOCK = "effc_conv2d_nchw"
 POINTWISE_BLOCK = "effc_conv2d_1x1"
 PACK_BLOCK = "effc_pack_oihw"
 PAD_BLOCK = "effc_pad"
+NCHWC_CONV_BLOCK = "effc_conv2d_nchwc"
+NCHWC_DEPTHWISE_BLOCK = "effc_depthwise_nchwc"
 
 
 def vector_lanes(target, dtype_bits: int = 32) -> int:
@@ -59,9 +61,16 @@ def _stock_legalization(op_name: str):
     return tvm.ir.Op.get(op_name).get_attr("FLegalize")
 
 
+def _blocked(layout: str) -> bool:
+    """NCHW[b]c (cpu_layout)."""
+    return layout.startswith("NCHW") and layout.endswith("c") and layout[4:-1].isdigit()
+
+
 def _legalize_conv2d(bb, call, lanes: int):
     attrs = call.attrs
     data, weight = call.args
+    if _blocked(str(attrs.out_layout)):
+        return _legalize_blocked_conv2d(bb, call)
     data_shape = _static_ints(data.ty.shape.values) if data.ty.shape is not None else None
     weight_shape = _static_ints(weight.ty.shape.values) if weight.ty.shape is not None else None
     plain = (attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW"
@@ -79,6 +88,82 @@ def _legalize_conv2d(bb, call, lanes: int):
     dilation = [int(d) for d in attrs.dilation]
     return bb.call_te(conv2d_nchw_packed, data, packed, strides, padding, dilation, weight_shape[0],
                       primfunc_name_hint="effc_conv2d")
+
+
+def _legalize_blocked_conv2d(bb, call):
+    """A convolution that cpu_layout put into NCHW[b]c, with weights already [O/bo, I/bi, KH, KW, bi, bo]."""
+    attrs = call.attrs
+    data, weight = call.args
+    groups = int(attrs.groups)
+    supported = (data.ty.dtype == "float32" and weight.ty.dtype == "float32"
+                 and str(attrs.out_dtype) in ("", "None", "float32", "void")
+                 and _static_ints(data.ty.shape.values) is not None and _static_ints(weight.ty.shape.values) is not None)
+    if not supported:
+        raise NotImplementedError(f"effc: blocked conv2d of {data.ty} x {weight.ty}")
+    strides, padding = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding]
+    dilation = [int(d) for d in attrs.dilation]
+    kernel = conv2d_nchwc if groups == 1 else depthwise_conv2d_nchwc
+    return bb.call_te(kernel, data, weight, strides, padding, dilation, primfunc_name_hint="effc_conv2d")
+
+
+def _padded(data, padding):
+    """`data` ([N, C, H, W] or [N, C, H, W, b]) zero-padded by (top, left, bottom, right), or itself."""
+    from tvm import topi
+
+    top, left, bottom, right = padding
+    if not any(padding):
+        return data
+    lane = [0] * (len(data.shape) - 4)
+    return topi.nn.pad(data, [0, 0, top, left, *lane], [0, 0, bottom, right, *lane], name=PAD_BLOCK)
+
+
+def _window(data, kh: int, kw: int, padding, dilation, strides):
+    """(padded data, output height, output width, the kernel's row and column reduce axes) of a KHxKW window."""
+    from tvm import te
+
+    height, width = (int(d) for d in data.shape[2:4])
+    top, left, bottom, right = padding
+    out_h = (height + top + bottom - (kh - 1) * dilation[0] - 1) // strides[0] + 1
+    out_w = (width + left + right - (kw - 1) * dilation[1] - 1) // strides[1] + 1
+    return _padded(data, padding), out_h, out_w, te.reduce_axis((0, kh), name="ry"), te.reduce_axis((0, kw), name="rx")
+
+
+def conv2d_nchwc(data, weight, strides, padding, dilation):
+    """[N, I/bi, H, W, bi] x [O/bo, I/bi, KH, KW, bi, bo] -> [N, O/bo, OH, OW, bo], or for a first layer with too few
+    input channels to block, [N, I, H, W] x [O/bo, I, KH, KW, bo]; padding (top, left, bottom, right)."""
+    from tvm import te
+
+    n, in_blocks = (int(d) for d in data.shape[:2])
+    out_blocks, _, kh, kw, *blocks = (int(d) for d in weight.shape)
+    (sh, sw), (dh, dw) = strides, dilation
+    padded, out_h, out_w, ry, rx = _window(data, kh, kw, padding, dilation, strides)
+    rc = te.reduce_axis((0, in_blocks), name="rc")
+    if len(data.shape) == 4:
+        axes = [rc, ry, rx]
+        product = lambda b, o, y, x, v: (padded[b, rc, y * sh + ry * dh, x * sw + rx * dw]  # noqa: E731
+                                         * weight[o, rc, ry, rx, v])
+    else:
+        ri = te.reduce_axis((0, blocks[0]), name="ri")
+        axes = [rc, ry, rx, ri]
+        product = lambda b, o, y, x, v: (padded[b, rc, y * sh + ry * dh, x * sw + rx * dw, ri]  # noqa: E731
+                                         * weight[o, rc, ry, rx, ri, v])
+    return te.compute((n, out_blocks, out_h, out_w, blocks[-1]), lambda *index: te.sum(product(*index), axis=axes),
+                      name=NCHWC_CONV_BLOCK)
+
+
+def depthwise_conv2d_nchwc(data, weight, strides, padding, dilation):
+    """[N, C/b, H, W, b] x [C/b, 1, KH, KW, 1, b] -> [N, C/b, OH, OW, b] (one filter per channel)."""
+    from tvm import te
+
+    n, blocks, _, _, block = (int(d) for d in data.shape)
+    _, _, kh, kw, _, _ = (int(d) for d in weight.shape)
+    (sh, sw), (dh, dw) = strides, dilation
+    padded, out_h, out_w, ry, rx = _window(data, kh, kw, padding, dilation, strides)
+    return te.compute(
+        (n, blocks, out_h, out_w, block),
+        lambda b, c, y, x, v: te.sum(padded[b, c, y * sh + ry * dh, x * sw + rx * dw, v] * weight[c, 0, ry, rx, 0, v],
+                                     axis=[ry, rx]),
+        name=NCHWC_DEPTHWISE_BLOCK)
 
 
 def pack_oihw(weight, block: int):

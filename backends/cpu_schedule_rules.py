@@ -11,7 +11,8 @@ Rules raise when a function does not have the shape they expect; `default_schedu
 
 from __future__ import annotations
 
-from effc.backends.cpu_kernels import CONV_BLOCK, PAD_BLOCK, POINTWISE_BLOCK, vector_lanes
+from effc.backends.cpu_kernels import (CONV_BLOCK, NCHWC_CONV_BLOCK, NCHWC_DEPTHWISE_BLOCK, PAD_BLOCK, POINTWISE_BLOCK,
+                                       vector_lanes)
 
 # TVM 0.27 marks a scheduled PrimFunc "tirx.is_scheduled" (MetaScheduleApplyDatabase, dlight); older code "tir.".
 SCHEDULED_ATTRS = ("tirx.is_scheduled", "tir.is_scheduled")
@@ -20,6 +21,8 @@ SCHEDULED_ATTRS = ("tirx.is_scheduled", "tir.is_scheduled")
 # that, in multiply-adds (about 5 us on one core here) or, for elementwise loops, in elements.
 PARALLEL_MIN_MACS = 1 << 18
 PARALLEL_MIN_ELEMENTS = 1 << 14
+# registers a conv tile leaves free of accumulators (weights, broadcasts, addresses): fewer spilled here
+TILE_SPARE_REGISTERS = 8
 SMALL_REDUCTION = 64  # a reduction of at most this many steps per output is unrolled
 # A 1x1 convolution walks its plane in chunks whose input columns (all input channels) stay in L2 while every block
 # of output channels passes over them; 64 KiB beat 256 KiB and unchunked orders on MobileNetV2's 112x112 planes.
@@ -193,7 +196,7 @@ def _schedule_packed_conv(sch, lanes: int, registers: int) -> None:
     n_, oc, oh, ow, ic, kh, kw = _extents(sch, [n, o, y, x, rc, ry, rx])
     width = _vector_width(block, lanes)
     vectors = block // width
-    columns = _largest_divisor(ow, max(1, (registers - 8) // vectors))
+    columns = _largest_divisor(ow, max(1, (registers - TILE_SPARE_REGISTERS) // vectors))
     o_outer, o_inner = sch.split(o, [None, block])
     x_outer, x_inner = sch.split(x, [None, columns])
     sch.reorder(n, o_outer, y, x_outer, rc, ry, rx, x_inner, o_inner)
@@ -212,6 +215,78 @@ def _schedule_packed_conv(sch, lanes: int, registers: int) -> None:
     sch.decompose_reduction(conv, rc)
     for pad in pads:
         _schedule_pad(sch, pad)
+
+
+def _schedule_blocked_conv(sch, lanes: int, registers: int) -> None:
+    """conv in NCHW[b]c (cpu_kernels.conv2d_nchwc): a tile of R output pixels of a row x V output channel blocks in
+    registers; per input channel one vector load of each block's weights and R broadcast inputs, contiguous in
+    memory; the tile is written back as whole vectors."""
+    conv = _find(sch, lambda name: name == NCHWC_CONV_BLOCK)
+    pads = [b for b in _root_blocks(sch) if _name(sch, b).startswith(PAD_BLOCK)]
+    _inline_elementwise(sch, keep=[conv, *pads])
+    n, o, y, x, v, *reduction = sch.get_loops(conv)  # (rc, ry, rx, ri) or, reading NCHW, (rc, ry, rx)
+    n_, blocks, oh, ow, block = _extents(sch, [n, o, y, x, v])
+    budget = registers - TILE_SPARE_REGISTERS
+    # the tile with the most accumulators: V blocks x R columns (R divides the row); ties go to fewer blocks
+    tiles = [(vb, _largest_divisor(ow, max(1, budget // vb))) for vb in (1, 2, 3, 4) if blocks % vb == 0]
+    vectors, columns = max(tiles, key=lambda t: (t[0] * t[1], -t[0]))
+    o_outer, o_inner = sch.split(o, [None, vectors])
+    x_outer, x_inner = sch.split(x, [None, columns])
+    sch.reorder(n, o_outer, y, x_outer, *reduction, x_inner, o_inner, v)
+    writer = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(writer, x_outer)
+    _fold_epilogue(sch, writer, lanes)
+    _pad_rows_at(sch, pads, y)
+    _parallel_outer(sch, [n, o_outer, y], n_ * blocks * oh * ow * block * _product(_extents(sch, reduction)))
+    sch.vectorize(v)
+    sch.unroll(o_inner)
+    sch.unroll(x_inner)
+    _unroll_tile_writer(sch, writer, x_outer)
+    sch.decompose_reduction(conv, reduction[0])
+
+
+def _schedule_blocked_depthwise(sch, lanes: int, registers: int) -> None:
+    """depthwise conv in NCHW[b]c (cpu_kernels.depthwise_conv2d_nchwc): R output pixels of a row of one channel
+    block in registers; per tap one vector of weights and R vectors of input pixels (strided or not, each a
+    contiguous load)."""
+    conv = _find(sch, lambda name: name == NCHWC_DEPTHWISE_BLOCK)
+    pads = [b for b in _root_blocks(sch) if _name(sch, b).startswith(PAD_BLOCK)]
+    _inline_elementwise(sch, keep=[conv, *pads])
+    n, c, y, x, v, ry, rx = sch.get_loops(conv)
+    n_, blocks, oh, ow, block, kh, kw = _extents(sch, [n, c, y, x, v, ry, rx])
+    columns = _largest_divisor(ow, max(1, (registers - 4) // 2))
+    x_outer, x_inner = sch.split(x, [None, columns])
+    sch.reorder(n, c, y, x_outer, ry, rx, x_inner, v)
+    writer = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(writer, x_outer)
+    _fold_epilogue(sch, writer, lanes)
+    _pad_rows_at(sch, pads, y)
+    _parallel_outer(sch, [n, c, y], n_ * blocks * oh * ow * block * kh * kw)
+    sch.vectorize(v)
+    sch.unroll(x_inner)
+    sch.unroll(ry)
+    sch.unroll(rx)
+    _unroll_tile_writer(sch, writer, x_outer)
+    sch.decompose_reduction(conv, ry)
+
+
+def _pad_rows_at(sch, pads, row) -> None:
+    """Pad the input rows each output row reads right before it (in cache), as whole channel vectors: no padded copy
+    of the whole input goes through memory."""
+    for pad in pads:
+        sch.compute_at(pad, row)
+        sch.vectorize(sch.get_loops(pad)[-1])
+
+
+def _unroll_tile_writer(sch, writer, anchor) -> None:
+    """A blocked tile's write-back (its loops below `anchor`): vectors along the channel block, the other loops
+    unrolled (a loop over the tile would index the accumulators and keep them out of registers)."""
+    loops = sch.get_loops(writer)
+    depth = next(i for i, loop in enumerate(loops) if sch.get_sref(loop).same_as(sch.get_sref(anchor)))
+    *tile, lane = loops[depth + 1:]
+    sch.vectorize(lane)
+    for loop in tile:
+        sch.unroll(loop)
 
 
 def _schedule_pointwise_conv(sch, lanes: int, registers: int) -> None:
@@ -386,6 +461,8 @@ def _schedule_block_generic(sch, block, lanes: int) -> None:
 
 # Tried in order; the first that fits a function schedules it.
 RULES = (
+    ("blocked-conv", _schedule_blocked_conv),
+    ("blocked-depthwise", _schedule_blocked_depthwise),
     ("pointwise-conv", _schedule_pointwise_conv),
     ("packed-conv", _schedule_packed_conv),
     ("matmul", _schedule_matmul),

@@ -12,7 +12,7 @@ import numpy as np
 
 from effc.backends.base import Backend, Compiled, Runner, Timings
 from effc.backends.targets import Target, host_x86_features
-from effc.backends.tvm_support import check_lowerable, fold_constants
+from effc.backends.tvm_support import check_lowerable, elementwise_clip, fold_constants
 from effc.errors import EffcError
 from effc.ir import Model
 from effc.metrics import layer_macs
@@ -97,7 +97,8 @@ def import_relax(model: Model):
     check_lowerable(model)
     shapes = {spec.name: list(spec.shape) for spec in model.input_specs()}
     try:
-        mod = from_onnx(model.to_proto(), shape_dict=shapes, keep_params_in_input=True)
+        with elementwise_clip():
+            mod = from_onnx(model.to_proto(), shape_dict=shapes, keep_params_in_input=True)
     except Exception as exc:  # the frontend raises bare Python errors for attributes it does not support
         raise EffcError(f"TVM's ONNX frontend failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
     return detach_params(mod)

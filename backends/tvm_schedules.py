@@ -1,7 +1,8 @@
 """The Relax pipeline for CPU targets: legalize (with pre-packed weights), fuse, schedule, lower.
 
 The stages, in order:
-1. `prepack_weights` (before `relax_pipeline`): legalize every operator to TIR, convolutions through effc's own
+1. `prepack_weights` (before `relax_pipeline`): convolutions into blocked layouts (`cpu_layout`), legalize every
+   operator to TIR, convolutions through effc's own
    kernels (`cpu_kernels.legalize_map`) whose weights are re-laid out by separate functions; lift those into
    `main_transform_params` and run it at compile time, so the artifact stores its weights pre-packed.
    `relax_pipeline` then fuses. The PrimFuncs at this point (`prepare_passes`) are the tuning tasks: `effc tune`
@@ -20,11 +21,13 @@ def legalize_passes(target) -> list:
     a separate function, `main_transform_params`, that `prepack_weights` runs at compile time."""
     from tvm import relax
 
-    from effc.backends.cpu_kernels import legalize_map
+    from effc.backends.cpu_kernels import legalize_map, vector_lanes
+    from effc.backends.cpu_layout import convert_layout_pass
 
     return [
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
+        convert_layout_pass(vector_lanes(target)),
         relax.backend.DispatchSampling(),
         relax.backend.DispatchSortScan(),
         relax.transform.LegalizeOps(customize_legalize_map=legalize_map(target)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -35,6 +36,31 @@ def fold_constants(model: Model) -> Model:
     folded.graph.fold_constants(size_threshold=None)
     folded.cleanup()
     return folded
+
+
+@contextlib.contextmanager
+def elementwise_clip():
+    """Within it, TVM's ONNX frontend imports Clip as Relax's elementwise maximum and minimum. Its own converter
+    writes Clip as an opaque TIR call, which TVM's layout conversion cannot see through: every Clip would convert
+    blocked activations (cpu_layout) back to NCHW and again."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as frontend
+
+    class ElementwiseClip(frontend.Clip):
+        @classmethod
+        def _impl_v13(cls, bb, inputs, attr, params):
+            result = inputs[0]
+            for bound, op, for_min in ((inputs[1], relax.op.maximum, True), (inputs[2], relax.op.minimum, False)):
+                if bound is not None:
+                    result = bb.normalize(op(result, cls._sanitize_nan_clip_bound(bb, bound, for_min=for_min)))
+            return result
+
+    stock = frontend._get_convert_map
+    frontend._get_convert_map = lambda: {**stock(), "Clip": ElementwiseClip}
+    try:
+        yield
+    finally:
+        frontend._get_convert_map = stock
 
 
 def _dequantize_constant_weights(model: Model) -> None:

@@ -18,9 +18,12 @@ def test_conv_weights_are_stored_packed_and_no_transform_runs_at_load(tmp_path):
     compile_artifact(model, get_target("x86"), tmp_path / "a.effc")
     with np.load(tmp_path / "a.effc" / "params.npz") as stored:
         shapes = [stored[name].shape for name in stored.files]
-    # OIHW conv weights became [O/b, I, H, W, b] blocks: 5-D, b output channels innermost
-    conv_shapes = [s for s in shapes if len(s) == 5]
-    assert len(conv_shapes) == 3 and all(s[-1] in (8, 16, 32) for s in conv_shapes)
+    # OIHW conv weights of the blocked convs became [O/bo, I/bi, KH, KW, bi, bo], channel blocks innermost; the first
+    # conv reads the 1-channel NCHW image and writes blocks: [O/bo, I, KH, KW, bo]
+    blocked = [s for s in shapes if len(s) == 6]
+    first = [s for s in shapes if len(s) == 5 and s[2:4] == (3, 3)]
+    assert len(blocked) == 2 and all(s[-1] in (8, 16) and s[-2] in (8, 16) and s[2:4] == (3, 3) for s in blocked)
+    assert len(first) == 1 and first[0][1] == 1 and first[0][-1] in (8, 16)
     artifact = load_artifact(tmp_path / "a.effc")
     assert not artifact.runner.vm._has("main_transform_params")
     x = np.load(get("digits").eval_path)["input"][:1].astype(np.float32)

@@ -8,8 +8,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from onnx import helper
 
 import effc
+from tests.conftest import FLOAT, make_model
 from effc.backends.tvm_support import fold_constants
 from models.zoo import get
 
@@ -19,15 +21,36 @@ X86 = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "skylake-avx512"}
 ARM = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
 
 
-def fused_functions(name: str, target_dict: dict):
-    """(target, {function name: PrimFunc}) of a zoo model after effc's legalization, weight pre-packing and fusion."""
+def odd_channel_model():
+    """Convolutions whose channel counts (5, 6, 7) no SIMD block divides, so they stay NCHW: a 3x3 conv, a 1x1 conv
+    on a 16x16 plane, a grouped conv and a strided depthwise conv."""
+    rng = np.random.default_rng(0)
+    weights = {"w3": (6, 5, 3, 3), "w1": (6, 6, 1, 1), "wg": (6, 2, 3, 3), "wd": (6, 1, 3, 3), "wo": (7, 6, 1, 1)}
+    return make_model(
+        [helper.make_node("Conv", ["x", "w3"], ["a"], pads=[1, 1, 1, 1], name="conv3x3"),
+         helper.make_node("Relu", ["a"], ["ar"]),
+         helper.make_node("Conv", ["ar", "w1"], ["b"], name="conv1x1"),
+         helper.make_node("Conv", ["b", "wg"], ["c"], pads=[1, 1, 1, 1], group=3, name="grouped"),
+         helper.make_node("Conv", ["c", "wd"], ["d"], pads=[1, 1, 1, 1], strides=[2, 2], group=6, name="depthwise"),
+         helper.make_node("Conv", ["d", "wo"], ["y"], name="out")],
+        [("x", FLOAT, [1, 5, 16, 16])], [("y", FLOAT, None)],
+        {name: rng.standard_normal(shape).astype(np.float32) for name, shape in weights.items()})
+
+
+def fused_functions(model_or_name, target_dict: dict):
+    """(target, {function name: PrimFunc}) of a zoo model (by name) or a model after effc's layout conversion,
+    legalization, weight pre-packing and fusion."""
     import tvm
 
     from effc.backends.tvm_backend import import_relax
     from effc.backends.tvm_schedules import fuse_passes, prepack_weights
 
     target = tvm.target.Target(target_dict)
-    model = effc.optimize(effc.load_model(get(name).onnx_path, SHAPES[name]), "default", effc.Context()).model
+    if isinstance(model_or_name, str):
+        model = effc.load_model(get(model_or_name).onnx_path, SHAPES[model_or_name])
+    else:
+        model = effc.load_model(model_or_name)
+    model = effc.optimize(model, "default", effc.Context()).model
     mod, params = import_relax(fold_constants(model))
     mod, _ = prepack_weights(mod, params.get("main", []), target)
     with target:
@@ -35,59 +58,71 @@ def fused_functions(name: str, target_dict: dict):
     return target, {gvar.name_hint: func for gvar, func in mod.functions_items() if isinstance(func, tvm.tirx.PrimFunc)}
 
 
-def rules_by_function(name: str, target_dict: dict) -> dict[str, str]:
+def rules_by_function(model_or_name, target_dict: dict) -> dict[str, str]:
     from effc.backends.cpu_schedule_rules import choose_schedule
 
-    target, functions = fused_functions(name, target_dict)
+    target, functions = fused_functions(model_or_name, target_dict)
     return {fname: choose_schedule(func, target)[0] for fname, func in functions.items()}
 
 
 @pytest.mark.tvm
 @pytest.mark.parametrize("target", [X86, ARM], ids=["x86", "arm"])
-def test_every_resnet_convolution_gets_a_register_tiled_schedule(target):
+def test_every_resnet_convolution_runs_blocked_with_a_register_tiled_schedule(target):
     rules = rules_by_function("resnet18", target)
     convs = {f: r for f, r in rules.items() if "conv2d" in f}
     assert len(convs) >= 10
-    assert set(convs.values()) == {"packed-conv"}, convs
+    # the first conv too: it reads the NCHW image (3 channels) and writes channel blocks
+    assert set(convs.values()) == {"blocked-conv"}, convs
     assert rules[next(f for f in rules if f.startswith("fused_matmul"))] == "matmul"
     assert None not in rules.values()
 
 
 @pytest.mark.tvm
-def test_mobilenet_depthwise_and_encoder_matmuls_have_their_rules():
+def test_mobilenet_converts_to_blocks_once_and_encoder_matmuls_have_their_rule():
     mobilenet = rules_by_function("mobilenetv2", X86)
-    depthwise = [r for f, r in mobilenet.items() if f.startswith("fused_conv2d")]  # TVM's group conv, not effc's
-    assert depthwise and set(depthwise) == {"grouped-conv"}
     rules = Counter(mobilenet.values())
-    # every distinct dense conv: the 1x1 ones on planes of whole vectors (112x112 to 28x28 at 16 lanes) over the plane
-    assert rules["pointwise-conv"] == 8 and rules["packed-conv"] >= 7, rules
+    # 17 depthwise convs fused into 10 distinct kernels, the dense ones (1x1 and the first layer) into 19
+    assert rules["blocked-depthwise"] >= 8 and rules["blocked-conv"] >= 15, rules
+    assert not {"packed-conv", "pointwise-conv", "grouped-conv"} & set(rules), rules
+    # no layout transform between convolutions: Clip (maximum/minimum) and the residual adds stay blocked
+    transforms = [f for f in mobilenet if "layout_transform" in f]
+    assert len(transforms) <= 1, transforms
     encoder = rules_by_function("encoder", X86)
     matmuls = [r for f, r in encoder.items() if "matmul" in f]
     assert len(matmuls) >= 5 and set(matmuls) == {"matmul"}
 
 
 @pytest.mark.tvm
-@pytest.mark.parametrize("rule_name,function,host", [
-    ("packed-conv", None, False), ("grouped-conv", None, False), ("matmul", None, False), ("generic", None, False),
-    ("pointwise-conv", None, False),
-    # this machine's SIMD width: 24 output channels in 8-lane vectors (AVX-512), the classifier's widened GEMV tile
-    ("packed-conv", "fused_effc_conv2d13_add16_maximum8_minimum8", True), ("matmul", "fused_matmul_add24", True),
-    # a 1x1 conv with a residual add on 56x56 planes, the 112x112 expansion that chunks its plane
-    ("pointwise-conv", "fused_effc_conv2d5_add4_add6", True),
-    ("pointwise-conv", "fused_effc_conv2d2_add2_maximum1_minimum1", True),
-    # a stride-2 depthwise conv (unrolled rows), the global average pool (a reduction under the generic rule)
-    ("grouped-conv", "fused_conv2d1_add3_maximum2_minimum2", True), ("generic", "mean", True)])
-def test_each_rule_computes_what_the_unscheduled_kernel_computes(rule_name, function, host):
+def test_convolutions_no_block_divides_keep_their_nchw_rules():
+    rules = Counter(rules_by_function(odd_channel_model(), X86).values())
+    assert rules["packed-conv"] >= 1 and rules["pointwise-conv"] >= 1 and rules["grouped-conv"] >= 2, rules
+    assert "blocked-conv" not in rules and None not in rules
+
+
+@pytest.mark.tvm
+@pytest.mark.parametrize("source,rule_name,function,host", [
+    ("mobilenetv2", "blocked-conv", None, False), ("mobilenetv2", "blocked-depthwise", None, False),
+    ("mobilenetv2", "matmul", None, False), ("mobilenetv2", "generic", None, False),
+    ("odd", "packed-conv", None, False), ("odd", "pointwise-conv", None, False), ("odd", "grouped-conv", None, False),
+    # this machine's SIMD width: 24 output channels as 8-lane blocks (AVX-512), the first layer reading NCHW, a
+    # 7x7 expansion, a projection with its residual add, a stride-2 depthwise conv, the classifier's GEMV tile
+    ("mobilenetv2", "blocked-conv", "fused_effc_conv2d5_add4", True),
+    ("mobilenetv2", "blocked-conv", "fused_effc_conv2d_add_maximum_minimum", True),
+    ("mobilenetv2", "blocked-conv", "fused_effc_conv2d25_add20_maximum10_minimum10", True),
+    ("mobilenetv2", "blocked-conv", "fused_effc_conv2d8_add4_add6", True),
+    ("mobilenetv2", "blocked-depthwise", "fused_effc_conv2d4_add3_maximum2_minimum2", True),
+    ("mobilenetv2", "matmul", "fused_matmul_add24", True),
+    ("odd", "grouped-conv", None, True), ("odd", "packed-conv", None, True)])
+def test_each_rule_computes_what_the_unscheduled_kernel_computes(source, rule_name, function, host):
     """Build one function per rule twice, scheduled and as TVM's naive loops, and compare on random data."""
     import tvm
 
-    from effc.backends.cpu_schedule_rules import RULES
+    from effc.backends.cpu_schedule_rules import RULES, vector_lanes, vector_registers
     from effc.backends.targets import get_target
 
     rule = dict(RULES)[rule_name]
-    target, functions = fused_functions("mobilenetv2", get_target("x86").tvm if host else {"kind": "llvm"})
-    from effc.backends.cpu_schedule_rules import vector_lanes, vector_registers
-
+    model = odd_channel_model() if source == "odd" else source
+    target, functions = fused_functions(model, get_target("x86").tvm if host else {"kind": "llvm"})
     for fname, func in sorted(functions.items()):
         if function and fname != function:
             continue
@@ -98,9 +133,9 @@ def test_each_rule_computes_what_the_unscheduled_kernel_computes(rule_name, func
             continue
         break
     else:
-        pytest.fail(f"no MobileNetV2 function fits {rule_name}")
+        pytest.fail(f"no {source} function fits {rule_name}")
     rng = np.random.default_rng(0)
-    args = [rng.standard_normal([int(d) for d in p.shape]).astype(str(p.dtype)) for p in func.params]
+    args = [np.asarray(rng.standard_normal([int(d) for d in p.shape])).astype(str(p.dtype)) for p in func.params]
     results = []
     for candidate in (func, sch.mod["main"]):
         lib = tvm.compile(tvm.IRModule({"main": candidate.with_attr("global_symbol", "main")}), target=target).jit()
@@ -114,12 +149,9 @@ def test_each_rule_computes_what_the_unscheduled_kernel_computes(rule_name, func
 @pytest.mark.parametrize("tail", ["Transpose", "Flatten", "Sigmoid"])
 @pytest.mark.parametrize("kernel", ["3x3", "1x1"])
 def test_conv_followed_by_layout_ops_compiles_to_the_same_numbers(tmp_path, monkeypatch, tail, kernel):
-    """An elementwise tail is folded into the conv's tiles; layout ops stay kernels of their own (FuseOps does not
-    fuse them after a conv) with the generic schedule. The 3x3 conv: odd column counts and a partial pad on purpose,
-    24 output channels (three 8-lane vectors on AVX-512); the 1x1 conv runs over its flattened 16x16 plane."""
-    from onnx import helper
-
-    from conftest import FLOAT, make_model
+    """An elementwise tail is folded into the conv's tiles; layout ops (and the conversion back from channel blocks)
+    stay kernels of their own with the generic schedule. 5 input channels (no block: the conv reads NCHW), 24 output
+    channels (8-lane blocks on AVX-512); the 3x3 conv with odd column counts and a partial pad on purpose."""
     from effc.artifact import compile_artifact, load_artifact
     from effc.backends.targets import get_target
     from effc.backends import cpu_schedule_rules
@@ -138,7 +170,7 @@ def test_conv_followed_by_layout_ops_compiles_to_the_same_numbers(tmp_path, monk
          "b": rng.standard_normal(24).astype(np.float32)})
     model = effc.load_model(proto)
     compile_artifact(model, get_target("x86"), tmp_path / "a.effc")
-    assert ("pointwise-conv" if kernel == "1x1" else "packed-conv") in chosen, chosen
+    assert "blocked-conv" in chosen, chosen
     x = rng.standard_normal(shape).astype(np.float32)
     np.testing.assert_allclose(load_artifact(tmp_path / "a.effc")(x=x)["y"], run_model(model, {"x": x})["y"],
                                rtol=1e-4, atol=1e-4)

@@ -1,0 +1,58 @@
+"""Blocked activation layouts for CPU convolutions: NCHW[b]c, b channels innermost (one SIMD vector).
+
+In NCHW a convolution's SIMD vectors run along an image row, so a plane of 14x14 or 7x7 fills its vectors badly and
+a tile of output channels is written back by transposing it. With `b` channels innermost (as ONNX Runtime's NCHWc
+kernels do), a vector is `b` channels of one pixel: every tile writes whole vectors, every input pixel is one
+contiguous load, whatever the plane's size. TVM's ConvertLayout rewrites each convolution into the blocked layout
+and carries the layout through the elementwise ops between them (bias, activation, residual add), so a network
+converts its activations once at its first blocked convolution and back once before its first op that needs NCHW.
+
+Blocked are dense convolutions (groups 1) and depthwise ones whose channel counts are multiples of a block of at
+least half a vector; a dense convolution with fewer input channels (a first layer's 3) reads NCHW and writes blocks;
+other convolutions (grouped ones) stay NCHW.
+"""
+
+from __future__ import annotations
+
+CONV2D = "relax.nn.conv2d"
+
+
+def channel_block(channels: int, lanes: int) -> int | None:
+    """Channels per block: a vector, else half a vector (24 channels on AVX-512), when it divides `channels`."""
+    for block in (lanes, lanes // 2):
+        if block >= 4 and channels % block == 0:
+            return block
+    return None
+
+
+def conv2d_layouts(call, lanes: int) -> dict:
+    """ConvertLayout's choice for one call: {op: [data, kernel, output layout]}, or {} to leave it as it is."""
+    op = getattr(call.op, "name", None)
+    if op != CONV2D or call.attrs.data_layout != "NCHW" or call.attrs.kernel_layout != "OIHW":
+        return {}
+    weight = call.args[1].ty
+    if weight.shape is None or call.args[0].ty.dtype != "float32":
+        return {}
+    try:
+        out_channels, per_group = (int(d) for d in weight.shape.values[:2])
+    except (TypeError, ValueError):  # symbolic channel counts
+        return {}
+    groups = int(call.attrs.groups)
+    in_channels = per_group * groups
+    data_block, out_block = channel_block(in_channels, lanes), channel_block(out_channels, lanes)
+    if out_block is None:
+        return {}
+    if data_block is None:  # a first layer (3 input channels) reads NCHW and writes blocks
+        return {CONV2D: ["NCHW", f"OIHW{out_block}o", f"NCHW{out_block}c"]} if groups == 1 else {}
+    if groups == 1:
+        return {CONV2D: [f"NCHW{data_block}c", f"OIHW{data_block}i{out_block}o", f"NCHW{out_block}c"]}
+    if groups == in_channels == out_channels:
+        return {CONV2D: [f"NCHW{out_block}c", f"OIHW1i{out_block}o", f"NCHW{out_block}c"]}
+    return {}
+
+
+def convert_layout_pass(lanes: int):
+    """The Relax pass that puts convolutions (and what lies between them) into blocked layouts for `lanes`-wide SIMD."""
+    from tvm import relax
+
+    return relax.transform.ConvertLayout({}, layout_cb=lambda call: conv2d_layouts(call, lanes))
