@@ -1,6 +1,7 @@
 """effc int8 against onnxruntime.quantization.quantize_static on the zoo models, same calibration data.
 
-For each model: float, effc `int8` (default options), effc with cross-layer equalization, effc with
+For each model: float, effc `int8` (default options), effc with the other weight rounding (nearest or
+gptq, whichever is not the default), effc with cross-layer equalization, effc with
 accuracy_budget=0.05 (mixed precision), ORT quantize_static with its defaults (QDQ, int8/int8,
 per-tensor, MinMax) and with its best settings (uint8 activations, int8 per-channel weights, the better of
 MinMax and Percentile by agreement). Reports accuracy (digits, labels) or top-1 agreement with float, output
@@ -31,6 +32,7 @@ from effc import optimize  # noqa: E402
 from effc.calib import CalibrationData  # noqa: E402
 from effc.context import Context  # noqa: E402
 from effc.ir import load_model  # noqa: E402
+from effc.passes.int8 import Int8  # noqa: E402
 from effc.runtime import measure_latency, ort_session, run_session  # noqa: E402
 from models.build import EVAL_SEED, IMAGE_SAMPLES  # noqa: E402
 from models.data import synthetic_images  # noqa: E402
@@ -95,6 +97,10 @@ def bench(name: str, repeat: int, rounds: int, folder: Path, eval_samples: int =
     candidates["effc int8"] = optimize(load_model(z.onnx_path), "int8", ctx).model
     effc_seconds = time.perf_counter() - start
     kernels = ctx.reports["int8"]["kernels"]
+    other = "nearest" if Int8.Options().rounding == "gptq" else "gptq"
+    start = time.perf_counter()
+    candidates[f"effc int8(rounding={other})"] = optimize(load_model(z.onnx_path), f"int8(rounding={other})", Context(calibration=calibration)).model
+    other_seconds = time.perf_counter() - start
     candidates["effc int8(equalize=true)"] = optimize(load_model(z.onnx_path), "int8(equalize=true)", Context(calibration=calibration)).model
     budget_ctx = Context(calibration=calibration)
     candidates["effc int8(accuracy_budget=0.05)"] = optimize(load_model(z.onnx_path), "int8(accuracy_budget=0.05)", budget_ctx).model
@@ -131,6 +137,7 @@ def bench(name: str, repeat: int, rounds: int, folder: Path, eval_samples: int =
         row["speedup"] = float(medians[0] / ms)
         row["size_ratio"] = row["bytes"] / float_bytes
     rows[1]["calibrate_s"] = effc_seconds
+    rows[1]["other_rounding"] = (other, other_seconds)
     rows[1]["integer_kernels"] = kernels["integer"]
     rows[1]["float_ops_left"] = kernels["float"]
     rows[1]["kept_with_budget"] = len(kept)
@@ -160,7 +167,8 @@ def main() -> None:
         for name in args.models:
             model_rows = bench(name, args.repeat, args.rounds, Path(folder), args.eval_samples)
             effc_row = model_rows[1]
-            print(f"{name}: effc int8 calibrated in {effc_row['calibrate_s']:.1f} s; integer kernels {effc_row['integer_kernels']}; "
+            other, other_seconds = effc_row["other_rounding"]
+            print(f"{name}: effc int8 calibrated in {effc_row['calibrate_s']:.1f} s (rounding={other}: {other_seconds:.1f} s); integer kernels {effc_row['integer_kernels']}; "
                   f"float compute left {effc_row['float_ops_left']}; accuracy_budget=0.05 kept {effc_row['kept_with_budget']} layers float",
                   flush=True)
             rows.extend(model_rows)
