@@ -157,7 +157,8 @@ def test_decoded_weights_fold_and_use_the_scales_cluster_chose():
     assert not nodes_by_op(model, "Gather")
 
 
-def test_bias_correction_removes_the_mean_shift():
+@pytest.mark.parametrize("rounding", ["nearest", "gptq"])  # gptq: the correction applies to its final weight error
+def test_bias_correction_removes_the_mean_shift(rounding):
     rng = np.random.default_rng(3)
     w = (rng.standard_normal((64, 8)) * 0.3).astype(np.float32)
     w[0, :] = 20.0  # a large weight per column makes the int8 step coarse for the others
@@ -168,7 +169,7 @@ def test_bias_correction_removes_the_mean_shift():
     shifts = {}
     for correct in (False, True):
         ctx = Context(calibration=CalibrationData({"x": x}))
-        model = optimize(load_model(proto), f"int8(calibrator=minmax,bias_correction={str(correct).lower()})", ctx).model
+        model = optimize(load_model(proto), f"int8(calibrator=minmax,rounding={rounding},bias_correction={str(correct).lower()})", ctx).model
         error = run_model(model, {"x": x})["y"] - x @ w
         shifts[correct] = float(np.abs(error.mean(axis=0)).max())
     assert shifts[True] < 0.3 * shifts[False], shifts
