@@ -58,7 +58,9 @@ class Int8(Pass):
     per_channel=false writes one scale repeated per channel. The integers are the nearest ones
     (rounding=nearest) or GPTQ's (rounding=gptq, `quant_gptq`): with the scales kept, each layer's weights
     minimise ||W X - Q X||^2 over its float calibration inputs X (input moments gathered in the same streamed
-    calibration run; 2-D Conv including grouped and depthwise, Gemm, MatMul; others round to nearest). Biases
+    calibration run; 2-D Conv including grouped and depthwise, Gemm, MatMul; others round to nearest). nearest
+    is the default: on the zoo gptq raised output SQNR on ResNet-18 (+0.35 dB) and digits only, lost 0.1 dB on
+    MobileNetV2 (whose noise comes from the activations), and about doubles the pass time. Biases
     are int32 with scale input_scale * weight_scale, corrected (bias_correction) for the mean shift the final
     weight error causes. Constant tables read
     by Gather/Slice (embeddings) are stored int8. Activations are per tensor; the type follows the target (see
