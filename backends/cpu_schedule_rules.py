@@ -226,10 +226,12 @@ def _schedule_blocked_conv(sch, lanes: int, registers: int) -> None:
     _inline_elementwise(sch, keep=[conv, *pads])
     n, o, y, x, v, *reduction = sch.get_loops(conv)  # (rc, ry, rx, ri) or, reading NCHW, (rc, ry, rx)
     n_, blocks, oh, ow, block = _extents(sch, [n, o, y, x, v])
-    budget = registers - TILE_SPARE_REGISTERS
-    # the tile with the most accumulators: V blocks x R columns (R divides the row); ties go to fewer blocks
-    tiles = [(vb, _largest_divisor(ow, max(1, budget // vb))) for vb in (1, 2, 3, 4) if blocks % vb == 0]
-    vectors, columns = max(tiles, key=lambda t: (t[0] * t[1], -t[0]))
+    vectors, columns = _blocked_tile(blocks, ow, registers - TILE_SPARE_REGISTERS)
+    # a tile that holds a whole output row may take more accumulators (measured: ResNet-18's 14x14 and 7x7 layers
+    # faster, its 28- and 56-wide rows, split into tiles, slower)
+    wide = _blocked_tile(blocks, ow, registers - 4)
+    if wide[1] == ow and wide[0] * wide[1] > vectors * columns:
+        vectors, columns = wide
     o_outer, o_inner = sch.split(o, [None, vectors])
     x_outer, x_inner = sch.split(x, [None, columns])
     sch.reorder(n, o_outer, y, x_outer, *reduction, x_inner, o_inner, v)
@@ -243,6 +245,13 @@ def _schedule_blocked_conv(sch, lanes: int, registers: int) -> None:
     sch.unroll(x_inner)
     _unroll_tile_writer(sch, writer, x_outer)
     sch.decompose_reduction(conv, reduction[0])
+
+
+def _blocked_tile(blocks: int, width: int, budget: int) -> tuple[int, int]:
+    """(channel blocks, columns) of the tile with the most accumulators within `budget` registers: the columns
+    divide the output row; ties go to fewer blocks."""
+    tiles = [(vb, _largest_divisor(width, max(1, budget // vb))) for vb in (1, 2, 3, 4) if blocks % vb == 0]
+    return max(tiles, key=lambda t: (t[0] * t[1], -t[0]))
 
 
 def _schedule_blocked_depthwise(sch, lanes: int, registers: int) -> None:

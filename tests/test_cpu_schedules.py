@@ -174,3 +174,24 @@ def test_conv_followed_by_layout_ops_compiles_to_the_same_numbers(tmp_path, monk
     x = rng.standard_normal(shape).astype(np.float32)
     np.testing.assert_allclose(load_artifact(tmp_path / "a.effc")(x=x)["y"], run_model(model, {"x": x})["y"],
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.tvm
+@pytest.mark.parametrize("in_channels,out_channels,groups,lanes,expected", [
+    (64, 64, 1, 16, ["NCHW16c", "OIHW16i16o", "NCHW16c"]),
+    (96, 24, 1, 16, ["NCHW16c", "OIHW16i8o", "NCHW8c"]),  # 24 channels: half-vector blocks
+    (3, 32, 1, 16, ["NCHW", "OIHW16o", "NCHW16c"]),  # a first layer reads the NCHW image
+    (144, 144, 144, 16, ["NCHW16c", "OIHW1i16o", "NCHW16c"]),  # depthwise
+    (24, 24, 24, 4, ["NCHW4c", "OIHW1i4o", "NCHW4c"]),  # NEON
+    (6, 6, 3, 16, None),  # grouped, not depthwise
+    (64, 6, 1, 16, None),  # no block divides the output channels
+    (6, 6, 6, 16, None)])
+def test_layout_choice_per_convolution(in_channels, out_channels, groups, lanes, expected):
+    from tvm import relax
+
+    from effc.backends.cpu_layout import conv2d_layouts
+
+    data = relax.Var("x", relax.TensorType((1, in_channels, 14, 14), "float32"))
+    weight = relax.Var("w", relax.TensorType((out_channels, in_channels // groups, 3, 3), "float32"))
+    layouts = conv2d_layouts(relax.op.nn.conv2d(data, weight, groups=groups), lanes)
+    assert layouts == ({} if expected is None else {"relax.nn.conv2d": expected})
