@@ -249,9 +249,9 @@ def _schedule_blocked_conv(sch, lanes: int, registers: int) -> None:
 
 def _blocked_tile(blocks: int, width: int, budget: int) -> tuple[int, int]:
     """(channel blocks, columns) of the tile with the most accumulators within `budget` registers: the columns
-    divide the output row; ties go to fewer blocks."""
+    divide the output row; among equals the one with the fewest loads per step (blocks + columns: 4x4, not 1x16)."""
     tiles = [(vb, _largest_divisor(width, max(1, budget // vb))) for vb in (1, 2, 3, 4) if blocks % vb == 0]
-    return max(tiles, key=lambda t: (t[0] * t[1], -t[0]))
+    return max(tiles, key=lambda t: (t[0] * t[1], -(t[0] + t[1])))
 
 
 def _schedule_blocked_depthwise(sch, lanes: int, registers: int) -> None:
