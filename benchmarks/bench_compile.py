@@ -1,10 +1,12 @@
 """Compile time and artifact size of every zoo model for x86 and arm, x86 latency beside ONNX Runtime.
 
     python benchmarks/bench_compile.py [--models digits,resnet18] [--targets x86,arm] [--repeat 10] [--rounds 5]
+                                       [--db resnet18=DIR ...]
 
 Prints a markdown table. Latencies are medians over alternating rounds (artifact x repeat, ORT x repeat, ...), so
 machine load hits both alike; the ratio is the figure to compare, not the milliseconds. The artifacts use effc's
-default CPU schedules (no tuning).
+default CPU schedules, or for a model given `--db MODEL=DIR` an `effc tune` database (a row "x86 tuned" beside the
+untuned one).
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--targets", default="x86,arm")
     parser.add_argument("--out", default=None, help="Keep the artifacts here (default: a temporary folder).")
+    parser.add_argument("--db", action="append", default=[], metavar="MODEL=DIR",
+                        help="Also compile MODEL with this effc tune database (x86).")
     args = parser.parse_args()
+    databases = dict(item.split("=", 1) for item in args.db)
     out = Path(args.out or tempfile.mkdtemp(prefix="effc-bench-"))
     print("| model | target | compile (s) | artifact (MiB) | library (MiB) | x86 median (ms) | ORT median (ms) | ratio "
           "| max abs diff |")
@@ -70,14 +75,19 @@ def main() -> None:
         zoo = get(name)
         model = effc.load_model(zoo.onnx_path, SHAPES[name])
         optimized = effc.optimize(model, "default", effc.Context()).model
-        for target in args.targets.split(","):
-            folder = out / f"{name}.{target}.effc"
+        runs = [(target, None) for target in args.targets.split(",")]
+        if name in databases:
+            runs.append(("x86", databases[name]))
+        for target, database in runs:
+            folder = out / f"{name}.{target}{'.tuned' if database else ''}.effc"
             start = time.perf_counter()
-            compile_artifact(optimized, get_target(target), folder, source=zoo.onnx_path, pipeline="default")
+            compile_artifact(optimized, get_target(target), folder, source=zoo.onnx_path, pipeline="default",
+                             **({"tuning_db": database} if database else {}))
             seconds = time.perf_counter() - start
             size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
             library = (folder / "model.so").stat().st_size / 2**20
-            cells = [name, target, f"{seconds:.1f}", f"{size:.1f}", f"{library:.2f}", "-", "-", "-", "-"]
+            label = f"{target} tuned" if database else target
+            cells = [name, label, f"{seconds:.1f}", f"{size:.1f}", f"{library:.2f}", "-", "-", "-", "-"]
             if target == "x86":
                 feeds = random_inputs(model.input_specs())
                 artifact, session = load_artifact(folder), ort_session(zoo.onnx_path)

@@ -195,3 +195,35 @@ def test_layout_choice_per_convolution(in_channels, out_channels, groups, lanes,
     weight = relax.Var("w", relax.TensorType((out_channels, in_channels // groups, 3, 3), "float32"))
     layouts = conv2d_layouts(relax.op.nn.conv2d(data, weight, groups=groups), lanes)
     assert layouts == ({} if expected is None else {"relax.nn.conv2d": expected})
+
+
+@pytest.mark.tvm
+def test_clip_with_either_bound_or_both_stays_in_blocks_and_matches_onnx_runtime(tmp_path):
+    """Clip is imported as elementwise maximum/minimum (tvm_support.elementwise_clip), so the blocked layout runs
+    through it: the activations are converted to blocks once at the input and back once at the output, never
+    between the convolutions."""
+    from effc.artifact import compile_artifact, load_artifact
+    from effc.backends.targets import get_target
+    from effc.runtime import run_model
+
+    rng = np.random.default_rng(0)
+    bound = lambda v: np.array(v, np.float32)  # noqa: E731
+    proto = make_model(
+        [helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1"),
+         helper.make_node("Clip", ["a", "lo"], ["b"], name="lower_only"),
+         helper.make_node("Conv", ["b", "w2"], ["c"], name="conv2"),
+         helper.make_node("Clip", ["c", "", "hi"], ["d"], name="upper_only"),
+         helper.make_node("Conv", ["d", "w3"], ["e"], name="conv3"),
+         helper.make_node("Clip", ["e", "lo", "hi"], ["y"], name="both")],
+        [("x", FLOAT, [1, 16, 7, 7])], [("y", FLOAT, None)],
+        {"w1": rng.standard_normal((16, 16, 1, 1)).astype(np.float32),
+         "w2": rng.standard_normal((16, 16, 1, 1)).astype(np.float32),
+         "w3": rng.standard_normal((16, 16, 1, 1)).astype(np.float32), "lo": bound(-0.5), "hi": bound(1.5)})
+    functions = fused_functions(proto, X86)[1]
+    transforms = [f for f in functions if "layout_transform" in f]
+    assert len(transforms) <= 2 and len([f for f in functions if "conv2d" in f]) == 3, sorted(functions)  # in, out
+    model = effc.load_model(proto)
+    compile_artifact(model, get_target("x86"), tmp_path / "a.effc")
+    x = rng.standard_normal((1, 16, 7, 7)).astype(np.float32)
+    np.testing.assert_allclose(load_artifact(tmp_path / "a.effc")(x=x)["y"], run_model(model, {"x": x})["y"],
+                               rtol=1e-4, atol=1e-4)
