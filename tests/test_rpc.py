@@ -28,9 +28,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(command: list[str], port: int):
-    # its own process group, so stopping it also stops the worker processes the server forks
+def start_server(command: list[str], port: int | None):
+    """Starts `command` in its own process group, so stopping it also stops the worker processes the server forks.
+    With a `port`, waits until something listens there. A server registered with a tracker gets None: a probing
+    connection that closes at once makes TVM's server drop and redo its tracker registration, and a client asking the
+    tracker in between finds no server."""
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    if port is None:
+        return server
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
