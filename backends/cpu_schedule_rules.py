@@ -23,6 +23,8 @@ PARALLEL_MIN_MACS = 1 << 18
 PARALLEL_MIN_ELEMENTS = 1 << 14
 # registers a conv tile leaves free of accumulators (weights, broadcasts, addresses): fewer spilled here
 TILE_SPARE_REGISTERS = 8
+# ... and a tile with few loads per step (a whole output row, a depthwise tap, a matmul row block) leaves this many
+MIN_SPARE_REGISTERS = 4
 SMALL_REDUCTION = 64  # a reduction of at most this many steps per output is unrolled
 # A 1x1 convolution walks its plane in chunks whose input columns (all input channels) stay in L2 while every block
 # of output channels passes over them; 64 KiB beat 256 KiB and unchunked orders on MobileNetV2's 112x112 planes.
@@ -87,6 +89,10 @@ def apply_cpu_schedules(target):
 # ----------------------------------------------------------------------------------------------- helpers
 def _root_blocks(sch):
     return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def _blocks_named(sch, prefix: str) -> list:
+    return [b for b in _root_blocks(sch) if _name(sch, b).startswith(prefix)]
 
 
 def _name(sch, block) -> str:
@@ -188,7 +194,7 @@ def _schedule_packed_conv(sch, lanes: int, registers: int) -> None:
     """conv over [OC/b, IC, KH, KW, b] weights: a tile of R output columns x b output channels in registers;
     per (ic, ky, kx) one vector load of b weights and R broadcast inputs."""
     conv = _find(sch, lambda name: name.startswith(CONV_BLOCK))
-    pads = [b for b in _root_blocks(sch) if _name(sch, b).startswith(PAD_BLOCK)]
+    pads = _blocks_named(sch, PAD_BLOCK)
     packed = next(r.source for r in sch.get(conv).reads if len(r.source.shape) == 5)
     block = int(packed.shape[-1])
     _inline_elementwise(sch, keep=[conv, *pads])
@@ -222,14 +228,14 @@ def _schedule_blocked_conv(sch, lanes: int, registers: int) -> None:
     registers; per input channel one vector load of each block's weights and R broadcast inputs, contiguous in
     memory; the tile is written back as whole vectors."""
     conv = _find(sch, lambda name: name == NCHWC_CONV_BLOCK)
-    pads = [b for b in _root_blocks(sch) if _name(sch, b).startswith(PAD_BLOCK)]
+    pads = _blocks_named(sch, PAD_BLOCK)
     _inline_elementwise(sch, keep=[conv, *pads])
     n, o, y, x, v, *reduction = sch.get_loops(conv)  # (rc, ry, rx, ri) or, reading NCHW, (rc, ry, rx)
     n_, blocks, oh, ow, block = _extents(sch, [n, o, y, x, v])
     vectors, columns = _blocked_tile(blocks, ow, registers - TILE_SPARE_REGISTERS)
     # a tile that holds a whole output row may take more accumulators (measured: ResNet-18's 14x14 and 7x7 layers
     # faster, its 28- and 56-wide rows, split into tiles, slower)
-    wide = _blocked_tile(blocks, ow, registers - 4)
+    wide = _blocked_tile(blocks, ow, registers - MIN_SPARE_REGISTERS)
     if wide[1] == ow and wide[0] * wide[1] > vectors * columns:
         vectors, columns = wide
     o_outer, o_inner = sch.split(o, [None, vectors])
@@ -259,11 +265,11 @@ def _schedule_blocked_depthwise(sch, lanes: int, registers: int) -> None:
     block in registers; per tap one vector of weights and R vectors of input pixels (strided or not, each a
     contiguous load)."""
     conv = _find(sch, lambda name: name == NCHWC_DEPTHWISE_BLOCK)
-    pads = [b for b in _root_blocks(sch) if _name(sch, b).startswith(PAD_BLOCK)]
+    pads = _blocks_named(sch, PAD_BLOCK)
     _inline_elementwise(sch, keep=[conv, *pads])
     n, c, y, x, v, ry, rx = sch.get_loops(conv)
     n_, blocks, oh, ow, block, kh, kw = _extents(sch, [n, c, y, x, v, ry, rx])
-    columns = _largest_divisor(ow, max(1, (registers - 4) // 2))
+    columns = _largest_divisor(ow, max(1, (registers - MIN_SPARE_REGISTERS) // 2))
     x_outer, x_inner = sch.split(x, [None, columns])
     sch.reorder(n, c, y, x_outer, ry, rx, x_inner, v)
     writer = sch.cache_write(conv, 0, "local")
@@ -347,11 +353,11 @@ def _schedule_matmul(sch, lanes: int, registers: int) -> None:
     rows, cols = extents[-3], extents[-2]
     block = _vector_block(cols, lanes)
     vectors = max(1, block // lanes)
-    tile_rows = _largest_divisor(rows, max(1, (registers - 4) // vectors))
+    tile_rows = _largest_divisor(rows, max(1, (registers - MIN_SPARE_REGISTERS) // vectors))
     # Few rows (a matrix-vector product): widen the tile along the columns, so that each step of k reads a long
     # contiguous run of the weight row rather than a few bytes of every cache line, twice.
     width = _vector_width(block, lanes)
-    budget = ((registers - 4) // tile_rows) * width
+    budget = ((registers - MIN_SPARE_REGISTERS) // tile_rows) * width
     block = max(d for d in range(block, min(cols, budget) + 1, block) if cols % d == 0) if budget > block else block
     i_outer, i_inner = sch.split(i, [None, tile_rows])
     j_outer, j_inner = sch.split(j, [None, block])
@@ -382,7 +388,7 @@ def _schedule_grouped_conv(sch, lanes: int, registers: int) -> None:
     """TVM's grouped/depthwise NCHW conv: per channel, its padded plane is built in cache right before use; vectors
     along the output row (unrolled scalar code for a strided row), one broadcast weight per tap."""
     conv = _find(sch, lambda name: name.startswith(("group_conv2d_nchw", "depthwise_conv2d_nchw")))
-    pads = [b for b in _root_blocks(sch) if _name(sch, b).startswith("pad_temp")]
+    pads = _blocks_named(sch, "pad_temp")
     _inline_elementwise(sch, keep=[conv, *pads])
     loops = sch.get_loops(conv)
     if len(loops) != 7:
