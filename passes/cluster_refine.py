@@ -14,7 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from effc.ir import Model
-from effc.passes.reconstruct import conv_geometry, conv_patches, intermediate_session, sample_positions
+from effc.passes.reconstruct import conv_geometry, intermediate_session, sample_input_rows
 
 FIT_OUTPUTS = 64  # output channels sampled to fit a shared codebook
 RIDGE = 1e-3  # relative to the mean diagonal; pulls the codebook towards the k-means one when data is scarce
@@ -155,19 +155,8 @@ def _input_rows(model: Model, nodes: list[gs.Node], feeds: list[dict], rows: int
         values = dict(zip(names, session.run(names, feed)))
         for position, node in enumerate(nodes, start):
             rng = np.random.default_rng([seed, position, f])
-            collected[node.name].append(_rows_of(node, values[node.inputs[0].name], per_feed, rng))
+            collected[node.name].append(sample_input_rows(node, values[node.inputs[0].name], per_feed, rng))
     return {name: np.concatenate(parts).astype(np.float64) for name, parts in collected.items()}
-
-
-def _rows_of(node: gs.Node, x: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    if node.op == "Conv":
-        kernel, strides, pads, dilations = conv_geometry(node)
-        out_h = (x.shape[2] + pads[0] + pads[2] - dilations[0] * (kernel[0] - 1) - 1) // strides[0] + 1
-        out_w = (x.shape[3] + pads[1] + pads[3] - dilations[1] * (kernel[1] - 1) - 1) // strides[1] + 1
-        positions = sample_positions((x.shape[0], 0, out_h, out_w), count, rng)
-        return conv_patches(x, kernel, strides, pads, dilations, positions)
-    flat = x.reshape(-1, x.shape[-1])
-    return flat[rng.choice(len(flat), size=min(count, len(flat)), replace=False)]
 
 
 def _as_matrix(node: gs.Node, array: np.ndarray) -> np.ndarray:

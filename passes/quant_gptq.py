@@ -22,7 +22,7 @@ from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
 from effc.passes.prune_reconstruct import rows_to_sample
-from effc.passes.reconstruct import conv_geometry, conv_patches, sample_positions
+from effc.passes.reconstruct import conv_geometry, sample_input_rows
 
 DAMPING = 0.01  # of the mean diagonal of H, as in the paper, when there are at least 4 rows per feature
 MAX_DAMPING = 1.0
@@ -82,7 +82,7 @@ class InputMoments:
 
     def update(self, x: np.ndarray) -> None:
         """Add the rows of one batch of the layer's float input `x`."""
-        rows = self._sampled_rows(np.asarray(x, np.float32))
+        rows = sample_input_rows(self.node, np.asarray(x, np.float32), self.rows_per_sample * x.shape[0], self.rng)
         self._buffer.append(rows)
         self._buffered += len(rows)
         if self._buffered >= self.flush_rows:
@@ -105,17 +105,6 @@ class InputMoments:
             product = np.matmul(per_group.transpose(0, 2, 1), per_group)  # float32 products, float64 sums
         self.sum = product.astype(np.float64) if self.sum is None else self.sum + product
         self.rows += len(rows)
-
-    def _sampled_rows(self, x: np.ndarray) -> np.ndarray:
-        count = self.rows_per_sample * x.shape[0]
-        if self.node.op == "Conv":
-            kernel, strides, pads, dilations = conv_geometry(self.node)
-            out = [(size + pads[i] + pads[i + 2] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1
-                   for i, size in enumerate(x.shape[2:])]
-            positions = sample_positions((x.shape[0], 0, *out), count, self.rng)
-            return conv_patches(x, kernel, strides, pads, dilations, positions)
-        flat = x.reshape(-1, x.shape[-1])
-        return flat[self.rng.choice(len(flat), size=min(count, len(flat)), replace=False)]
 
 
 def layer_form(node: gs.Node, weight: np.ndarray, chunks: int = 1) -> np.ndarray:

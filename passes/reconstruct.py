@@ -136,6 +136,19 @@ def sample_positions(shape: Sequence[int], count: int, rng: np.random.Generator)
     return np.stack(np.unravel_index(flat, (n, h, w)), axis=1)
 
 
+def sample_input_rows(node: gs.Node, x: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to `count` rows of a layer's input `x` as its weight sees them: im2col patches at sampled output positions
+    of a 2-D Conv, else sampled rows of the (flattened) input of a Gemm/MatMul."""
+    if node.op == "Conv":
+        kernel, strides, pads, dilations = conv_geometry(node)
+        out_h = (x.shape[2] + pads[0] + pads[2] - dilations[0] * (kernel[0] - 1) - 1) // strides[0] + 1
+        out_w = (x.shape[3] + pads[1] + pads[3] - dilations[1] * (kernel[1] - 1) - 1) // strides[1] + 1
+        positions = sample_positions((x.shape[0], 0, out_h, out_w), count, rng)
+        return conv_patches(x, kernel, strides, pads, dilations, positions)
+    flat = x.reshape(-1, x.shape[-1])
+    return flat[rng.choice(len(flat), size=min(count, len(flat)), replace=False)]
+
+
 def intermediate_session(model: Model, names: Sequence[str]) -> ort.InferenceSession:
     """An ORT session of `model` that also returns the inner tensors `names` (float tensors)."""
     proto = model.to_proto()
