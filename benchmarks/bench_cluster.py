@@ -20,17 +20,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_prune import accuracy, interleaved_latency
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import effc  # noqa: E402
-from bench_prune import accuracy, interleaved_latency  # noqa: E402
-from effc.calib import CalibrationData  # noqa: E402
-from effc.ir import load_model  # noqa: E402
-from effc.passes.kmeans import kmeans_1d  # noqa: E402
-from effc.passes.prune_sensitivity import relative_drift  # noqa: E402
-from effc.runtime import compare_outputs, ort_session  # noqa: E402
-from models.zoo import get  # noqa: E402
+import effc
+from effc.calib import CalibrationData
+from effc.ir import load_model
+from effc.onnx_runtime import compare_outputs, ort_session
+from effc.passes.cluster.kmeans import kmeans_1d
+from effc.passes.prune.sensitivity import relative_drift
+from effc.zoo import get
 
 MODELS = ("digits", "resnet18", "mobilenetv2", "encoder")
 KS = (4, 16, 64, 256)

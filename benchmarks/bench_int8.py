@@ -19,7 +19,6 @@ candidate. At MobileNetV2's ~50% agreement one estimate from n images has a stan
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,17 +26,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from effc import optimize  # noqa: E402
-from effc.calib import CalibrationData  # noqa: E402
-from effc.context import Context  # noqa: E402
-from effc.ir import load_model  # noqa: E402
-from effc.passes.int8 import Int8  # noqa: E402
-from effc.runtime import measure_latency, ort_session, run_session  # noqa: E402
-from models.build import EVAL_SEED, IMAGE_SAMPLES  # noqa: E402
-from models.data import synthetic_images  # noqa: E402
-from models.zoo import get  # noqa: E402
+from effc import optimize
+from effc.calib import CalibrationData
+from effc.ir import load_model
+from effc.onnx_runtime import measure_latency, ort_session, run_session
+from effc.passes.int8.int8 import Int8
+from effc.pipeline.context import Context
+from effc.zoo import get
+from effc.zoo.build import EVAL_SEED, IMAGE_SAMPLES
+from effc.zoo.data import synthetic_images
 
 IMAGE_MODELS = ("resnet18", "mobilenetv2")
 

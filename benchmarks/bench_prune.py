@@ -18,16 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import effc  # noqa: E402
-from effc.calib import CalibrationData  # noqa: E402
-from effc.ir import load_model  # noqa: E402
-from effc.metrics import model_stats  # noqa: E402
-from effc.runtime import ort_session  # noqa: E402
-from effc.passes.prune_sensitivity import relative_drift  # noqa: E402
-from effc.runtime import compare_outputs  # noqa: E402
-from models.zoo import get  # noqa: E402
+import effc
+from effc.calib import CalibrationData
+from effc.ir import load_model
+from effc.ir.metrics import model_stats
+from effc.onnx_runtime import compare_outputs, ort_session
+from effc.passes.prune.sensitivity import relative_drift
+from effc.zoo import get
 
 CASES = [  # (model, spec); main() adds an allocation from the sensitivity analysis
     ("digits", "prune(ratio=0.3,reconstruct=false)"), ("digits", "prune(ratio=0.3)"),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -24,13 +23,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from effc import optimize
-from effc.context import Context
 from effc.ir import load_model
-from effc.runtime import ort_session, random_inputs, run_session
-from models.zoo import get
+from effc.onnx_runtime import ort_session, random_inputs, run_session
+from effc.pipeline.context import Context
+from effc.zoo import get
 
 
 def simplifiers() -> dict:

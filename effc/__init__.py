@@ -4,29 +4,46 @@ Public API:
     model = effc.load_model("model.onnx", input_shapes={"input": [1, 3, 224, 224]})
     result = effc.optimize(model, "default,int8", effc.Context(calibration=effc.CalibrationData.load("calib.npz")))
     result.ledger.to_json(); result.model.save("out.onnx")
+    artifact = effc.compile("model.onnx", "x86", pipeline="default,int8", ctx=ctx, out="model.x86.effc")
+    outputs = artifact(input=array)       # or effc.load_artifact("model.x86.effc")
+    effc.get_target("arm", cpu="cortex-a76").isa   # targets are records: effc.register_target(effc.Target(...))
 """
 
+from effc.artifact import Artifact, load_artifact
 from effc.calib import CalibrationData
-from effc.context import Context, Tolerance
+from effc.compiler import TuneBudget, compile, tune
 from effc.errors import CheckFailed, EffcError, VerificationError
 from effc.ir import Model, TensorSpec, load_model, save_model
-from effc.metrics import ModelStats, layer_macs, model_stats
-from effc.passbase import Pass, PassResult, get_pass, register_pass, registered_passes
-from effc.pipeline import DumpAfter, FixedPoint, Instrument, Ledger, PassManager, Pipeline, RunResult, optimize, register_pipeline
+from effc.ir.metrics import ModelStats, layer_macs, model_stats
+from effc.pipeline import (
+                           Context,
+                           DumpAfter,
+                           FixedPoint,
+                           Instrument,
+                           Ledger,
+                           Pass,
+                           PassManager,
+                           PassResult,
+                           Pipeline,
+                           RunResult,
+                           Tolerance,
+                           get_pass,
+                           optimize,
+                           pass_config,
+                           register_pass,
+                           register_pipeline,
+                           registered_passes,
+)
+from effc.targets import ISA, Memory, Target, get_target, register_target, registered_targets
 from effc.verify import compare_models
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CalibrationData", "Context", "Tolerance", "CheckFailed", "EffcError", "VerificationError", "Model", "TensorSpec",
-    "load_model", "save_model", "ModelStats", "layer_macs", "model_stats", "Pass", "PassResult", "get_pass",
-    "register_pass", "registered_passes", "DumpAfter", "FixedPoint", "Instrument", "Ledger", "PassManager", "Pipeline",
-    "RunResult", "optimize", "register_pipeline", "compare_models", "load_artifact",
+    "Artifact", "load_artifact", "CalibrationData", "TuneBudget", "compile", "tune", "CheckFailed", "EffcError",
+    "VerificationError", "Model", "TensorSpec", "load_model", "save_model", "ModelStats", "layer_macs", "model_stats",
+    "Context", "DumpAfter", "FixedPoint", "Instrument", "Ledger", "Pass", "PassManager", "PassResult", "Pipeline",
+    "RunResult", "Tolerance", "get_pass", "optimize", "pass_config", "register_pass", "register_pipeline",
+    "registered_passes", "ISA", "Memory", "Target", "get_target", "register_target", "registered_targets",
+    "compare_models",
 ]
-
-
-def load_artifact(path):
-    """Load a compiled artifact folder; returns a callable taking inputs by name and returning numpy arrays."""
-    from effc.artifact import load_artifact as _load
-
-    return _load(path)

@@ -40,10 +40,10 @@ def sha256_file(path: str | Path) -> str:
 def compile_artifact(model: Model, target, out: str | Path, *, source: str | Path | None = None, pipeline: str | None = None,
                      ledger: dict | None = None, calibration: str | Path | None = None,
                      progress: Callable[[str], None] | None = None, **backend_options) -> dict:
-    """Compile `model` (static input shapes) for `target` (effc.backends.targets.Target) into the folder `out`,
+    """Compile `model` (static input shapes) for `target` (effc.targets.Target) into the folder `out`,
     atomically; returns the effc.json document. `calibration`: the file or folder the passes calibrated on, recorded
     as an absolute path. EffcError for dynamic shapes or ops the backend cannot take."""
-    from effc.backends.base import get_backend
+    from effc.backends import get_backend
 
     backend = get_backend(target.backend)
     start = time.perf_counter()
@@ -109,14 +109,37 @@ def read_meta(folder: str | Path, *, check_files: bool = True) -> dict:
 
 
 class Artifact:
-    """A loaded artifact: `artifact(input=array)` or `artifact({"input": array})` -> {output name: array}."""
+    """A compiled artifact folder: `artifact(input=array)` or `artifact({"input": array})` -> {output name: array}.
 
-    def __init__(self, folder: str | Path, meta: dict, runner):
-        self.folder, self.meta, self.runner = Path(folder), meta, runner
+    `meta` is its effc.json. The runner (`runner`) is made on first use, so compiling for another machine needs
+    nothing that runs there. From `effc.compile`: `passes` (the passes' RunResult: ledger, reports, warnings) and
+    `tuning` (the TuneReport of a tune first, else None)."""
+
+    def __init__(self, folder: str | Path, meta: dict, runner=None, *, rpc: str | None = None, passes=None, tuning=None):
+        self.folder, self.meta = Path(folder), meta
+        self._runner, self._rpc = runner, rpc
+        self.passes, self.tuning = passes, tuning
         self.input_names = [spec["name"] for spec in meta["inputs"]]
         self.output_names = [spec["name"] for spec in meta["outputs"]]
         # checked on every call: kept ready, since formatting a numpy dtype costs more than a small model's inference
         self._input_checks = [(spec, np.dtype(spec["dtype"])) for spec in meta["inputs"]]
+
+    @property
+    def runner(self):
+        if self._runner is None:
+            from effc.runners import load_runner
+
+            self._runner = load_runner(self.folder, self.meta, rpc=self._rpc)
+        return self._runner
+
+    @property
+    def target(self):
+        from effc.targets import Target
+
+        return Target.from_json(self.meta["target"])
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.folder.iterdir() if f.is_file())
 
     def ordered_inputs(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The inputs in effc.json order, checked; EffcError for a missing, unknown, misshapen or mistyped input."""
@@ -145,8 +168,7 @@ class Artifact:
 def load_artifact(path: str | Path, *, rpc: str | None = None) -> Artifact:
     """Load an artifact folder; `rpc` (HOST:PORT) runs it on a TVM RPC server instead of here.
     Refuses (EffcError) foreign or corrupted folders and artifacts this machine cannot run."""
-    from effc.backends.base import get_backend
+    from effc.runners import load_runner
 
     meta = read_meta(path)
-    runner = get_backend(meta["backend"]).load(Path(path), meta, rpc=rpc)
-    return Artifact(path, meta, runner)
+    return Artifact(path, meta, load_runner(Path(path), meta, rpc=rpc), rpc=rpc)

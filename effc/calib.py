@@ -49,7 +49,7 @@ class CalibrationData:
 
     @classmethod
     def random(cls, specs: Sequence[TensorSpec], count: int, *, seed: int = 0) -> "CalibrationData":
-        from effc.runtime import random_inputs
+        from effc.onnx_runtime import random_inputs
 
         parts = [random_inputs(specs, seed=seed + i) for i in range(count)]
         return cls({s.name: np.stack([p[s.name] for p in parts]) for s in specs}, f"<random x{count}>")

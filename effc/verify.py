@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from effc.calib import CalibrationData
-from effc.context import Context
 from effc.errors import EffcError
 from effc.ir import Model, TensorSpec
-from effc.runtime import Drift, Latency, compare_outputs, measure_latency, ort_session, random_inputs, run_session
+from effc.onnx_runtime import Drift, Latency, compare_outputs, measure_latency, ort_session, random_inputs, run_session
+from effc.pipeline.context import Context
 
 # Symbolic dims take two different values, so a rewrite that only holds for one size is caught.
 DYNAMIC_DIM_VALUES = (2, 5)
@@ -21,19 +21,6 @@ def verification_feeds(specs: Sequence[TensorSpec], calibration: CalibrationData
     if calibration is not None:
         return list(calibration.batches(specs, limit=samples))
     return [random_inputs(specs, seed=seed + i, dim_value=v) for i, v in enumerate(DYNAMIC_DIM_VALUES)]
-
-
-def drift_against(reference: Model, candidate: Model, ctx: Context, samples: int) -> Drift:
-    """Drift of `candidate` against `reference` on the context's verification feeds (reference outputs cached)."""
-    specs = reference.input_specs()
-    key = ("reference-outputs", id(reference), samples)
-    if key not in ctx.cache:
-        feeds = verification_feeds(specs, ctx.calibration, samples, ctx.seed)
-        session = ort_session(reference)
-        ctx.cache[key] = (feeds, [run_session(session, f) for f in feeds])
-    feeds, expected = ctx.cache[key]
-    session = ort_session(candidate)
-    return compare_outputs(expected, [run_session(session, f) for f in feeds])
 
 
 def latency_of(model: Model, ctx: Context) -> Latency:
@@ -59,8 +46,3 @@ def compare_models(reference: Model, candidate: Model, inputs: CalibrationData |
     feeds = verification_feeds(specs, inputs, samples, seed)
     ref_session, cand_session = ort_session(reference), ort_session(candidate)
     return compare_outputs([run_session(ref_session, f) for f in feeds], [run_session(cand_session, f) for f in feeds])
-
-
-def outputs_on(model: Model, feeds: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    session = ort_session(model)
-    return [run_session(session, f) for f in feeds]

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Install everything the tests need (Debian toolchains, Python packages, the aarch64 TVM runtime), then run the suite.
-# Extra arguments go to pytest.
+# Install everything the tests need (Debian toolchains, Python packages, the aarch64 TVM runtime), then run the suite
+# in tiers: the fast tier (no TVM compile, no large zoo model), then the TVM and zoo tier.
+#   bash scripts/test.sh            both tiers
+#   bash scripts/test.sh fast       the fast tier only (the inner loop: under 3 minutes on 2 cores)
+#   bash scripts/test.sh -- ARGS    both tiers, ARGS passed to pytest (e.g. -k prune)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+tiers="fast tvm"
+if [ "${1:-}" = "fast" ]; then tiers="fast"; shift; fi
+if [ "${1:-}" = "--" ]; then shift; fi
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -17,4 +24,13 @@ if [ -f scripts/setup_arm_runtime.sh ]; then
   bash scripts/setup_arm_runtime.sh
 fi
 
-exec python3 -m pytest -q -p no:cacheprovider "$@"
+for tier in $tiers; do
+  case $tier in
+    fast) marks="not tvm and not zoo" ;;
+    tvm) marks="tvm or zoo" ;;
+  esac
+  echo "== tier: $tier ($marks)"
+  status=0
+  python3 -m pytest -q -p no:cacheprovider -m "$marks" "$@" || status=$?
+  [ "$status" -eq 0 ] || [ "$status" -eq 5 ] || exit "$status"  # 5: a filter left this tier nothing to run
+done

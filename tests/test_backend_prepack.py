@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from effc.artifact import compile_artifact, load_artifact
-from effc.backends.targets import get_target
 from effc.ir import load_model
-from effc.runtime import run_model
-from models.zoo import get
+from effc.onnx_runtime import run_model
+from effc.targets import get_target
+from effc.zoo import get
 
 
 @pytest.mark.tvm

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from effc.backends.targets import ARM_CPUS, get_target, register_target
-from effc.backends.tvm_support import check_lowerable, fold_constants, unsupported_nodes
+from effc.backends.tvm.frontend import check_lowerable, fold_constants, unsupported_nodes
 from effc.errors import EffcError
 from effc.ir import load_model
+from effc.targets import ARM_CPUS, get_target, register_target
 from tests.conftest import FLOAT, make_model
 
 
@@ -19,13 +19,13 @@ def test_arm_cpu_selects_features():
     assert "+dotprod" in a76.tvm["mattr"] and "+i8mm" not in a76.tvm["mattr"]
     assert {"+dotprod", "+i8mm"} <= set(n2.tvm["mattr"])
     assert a76.tvm["mtriple"] == "aarch64-linux-gnu" and a76.cross_compiler == "aarch64-linux-gnu-g++"
-    assert a76.runner == "qemu-aarch64" and a76.arch == "aarch64"
+    assert a76.emulator == "qemu-aarch64" and a76.arch == "aarch64"
     assert set(ARM_CPUS) >= {"cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1"}
 
 
 def test_x86_is_the_host():
     target = get_target("x86")
-    assert target.runner == "native" and target.arch == "x86_64" and target.tvm["kind"] == "llvm"
+    assert target.emulator is None and target.arch == "x86_64" and target.tvm["kind"] == "llvm"
     assert target.tvm["mcpu"] == target.cpu and target.cpu != "generic"
 
 
@@ -73,7 +73,7 @@ def test_fold_constants_evaluates_constant_subgraphs_on_a_copy():
 
 
 def test_constant_int8_weights_are_dequantized_before_lowering():
-    from effc.runtime import run_model
+    from effc.onnx_runtime import run_model
 
     rng = np.random.default_rng(0)
     weight, scale = rng.integers(-127, 127, (4, 3)).astype(np.int8), np.array([0.1, 0.2, 0.3], np.float32)

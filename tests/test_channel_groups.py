@@ -12,10 +12,10 @@ import pytest
 from onnx import helper
 
 import effc
+from effc.analysis.channel_groups import dependency_groups
 from effc.ir import load_model
-from effc.passes.channel_groups import dependency_groups
-from effc.passes.prune import Prune
-from effc.runtime import random_inputs, run_model
+from effc.onnx_runtime import random_inputs, run_model
+from effc.passes.prune.prune import Prune
 from tests.conftest import FLOAT, make_model
 
 RNG = np.random.default_rng(0)

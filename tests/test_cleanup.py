@@ -7,9 +7,9 @@ import pytest
 from onnx import TensorProto, helper
 
 import effc
-from effc.context import Context
 from effc.errors import EffcError
 from effc.ir import load_model
+from effc.pipeline.context import Context
 from tests.conftest import FLOAT, INT64, make_model, optimize_checked
 
 RNG = np.random.default_rng(0)

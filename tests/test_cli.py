@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from effc import Pass, register_pass
 from effc.cli import cli
-from effc.passbase import unregister_pass
+from effc.pipeline.pass_base import unregister_pass
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import effc
 from effc.calib import CalibrationData
 from effc.errors import EffcError
 from effc.ir import load_model
-from effc.passes.cluster import decode_weights
-from effc.runtime import run_model
-from models.zoo import get
+from effc.onnx_runtime import run_model
+from effc.passes.cluster.cluster import decode_weights
+from effc.zoo import get
 from tests.conftest import FLOAT, make_model
 
 
@@ -139,7 +139,7 @@ def test_codebooks_snap_to_the_int8_grid_when_int8_follows():
     model, calib = conv_gemm_model(), calibration()
     ctx = effc.Context(calibration=calib)
     ctx.upcoming = ["int8"]
-    from effc.passes.cluster import Cluster
+    from effc.passes.cluster.cluster import Cluster
 
     Cluster(k=16, min_size=100).run(model, ctx)
     rebuilt = decode_weights(model)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from effc.errors import EffcError
-from effc.passes.kmeans import assign, kmeans_1d
+from effc.passes.cluster.kmeans import assign, kmeans_1d
 
 
 def inertia(x, codebook, indices):

@@ -15,12 +15,13 @@ from click.testing import CliRunner
 
 import effc
 from effc.cli import cli
-from effc.runtime import compare_outputs, ort_session, random_inputs, run_session
-from models.zoo import get
+from effc.onnx_runtime import compare_outputs, ort_session, random_inputs, run_session
+from effc.zoo import get
+from tests.conftest import zoo_params
 
 SHAPES = {"digits": "input=1,1,8,8", "resnet18": "input=1,3,224,224", "mobilenetv2": "input=1,3,224,224",
           "encoder": "input_ids=1,16"}
-MODELS = tuple(SHAPES)
+MODELS = zoo_params(tuple(SHAPES))
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,7 @@ def test_arm_artifact_matches_onnx_runtime_under_qemu(compiled, name):
 
 
 @pytest.mark.tvm
+@pytest.mark.zoo
 def test_profile_has_one_row_per_kernel_adding_up_to_end_to_end(compiled, tmp_path):
     folder = compiled("mobilenetv2", "x86")
     html = tmp_path / "report.html"
@@ -87,9 +89,8 @@ def test_profile_has_one_row_per_kernel_adding_up_to_end_to_end(compiled, tmp_pa
     profile = json.loads(result.output)
     names = [row["name"] for row in profile["kernels"]]
     assert len(names) == len(set(names)) > 10 and not any(n.startswith("vm.builtin") for n in names)
-    total = profile["kernel_total_ms"] + profile["builtin_ms"]
-    latency = profile["latency"]  # the instrumented runs are separate: compared with the spread, not one median
-    assert 0.8 * latency["p10_ms"] <= total <= 1.2 * latency["p90_ms"], (total, latency)
+    # the kernels and builtins of each instrumented run are timed inside that run: they cover most of it, never more
+    assert 0.5 <= profile["kernel_coverage"] <= 1.0, profile["kernel_coverage"]
     convs = [row for row in profile["kernels"] if "conv2d" in row["name"]]
     assert convs and all(row["onnx_nodes"] and row["gflops"] > 0 for row in convs)  # mapped back to ONNX Conv nodes
     assert profile["ort_latency"]["median_ms"] > 0 and profile["ort_max_abs_diff"] < 1e-3

@@ -11,14 +11,20 @@ import pytest
 from onnx import helper
 
 import effc
+from effc.backends.tvm.frontend import fold_constants
+from effc.targets import Target, get_target
+from effc.targets.cpu import x86_isa
+from effc.zoo import get
 from tests.conftest import FLOAT, make_model
-from effc.backends.tvm_support import fold_constants
-from models.zoo import get
 
 SHAPES = {"digits": {"input": [1, 1, 8, 8]}, "resnet18": {"input": [1, 3, 224, 224]},
           "mobilenetv2": {"input": [1, 3, 224, 224]}, "encoder": {"input_ids": [1, 16]}}
-X86 = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "skylake-avx512"}
-ARM = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
+# records for an AVX-512 x86 CPU and a NEON core, whatever this machine is; GENERIC is x86-64 with SSE2 only
+X86 = Target("x86", "tvm", "x86_64", lowering="cpu", cpu="skylake-avx512",
+             tvm={"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "skylake-avx512"},
+             isa=x86_isa(("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl")))
+ARM = get_target("arm")
+GENERIC = Target("x86-generic", "tvm", "x86_64", lowering="cpu", tvm={"kind": "llvm"}, isa=x86_isa(()))
 
 
 def odd_channel_model():
@@ -37,35 +43,35 @@ def odd_channel_model():
         {name: rng.standard_normal(shape).astype(np.float32) for name, shape in weights.items()})
 
 
-def fused_functions(model_or_name, target_dict: dict):
-    """(target, {function name: PrimFunc}) of a zoo model (by name) or a model after effc's layout conversion,
-    legalization, weight pre-packing and fusion."""
+def fused_functions(model_or_name, target: Target) -> dict:
+    """{function name: PrimFunc} of a zoo model (by name) or a model after effc's layout conversion, legalization,
+    weight pre-packing and fusion for `target` (a record)."""
     import tvm
 
-    from effc.backends.tvm_backend import import_relax
-    from effc.backends.tvm_schedules import fuse_passes, prepack_weights
+    from effc.backends.tvm.cpu.lowering import fuse_passes, prepare
+    from effc.backends.tvm.frontend import import_relax
 
-    target = tvm.target.Target(target_dict)
     if isinstance(model_or_name, str):
         model = effc.load_model(get(model_or_name).onnx_path, SHAPES[model_or_name])
     else:
         model = effc.load_model(model_or_name)
     model = effc.optimize(model, "default", effc.Context()).model
     mod, params = import_relax(fold_constants(model))
-    mod, _ = prepack_weights(mod, params.get("main", []), target)
-    with target:
+    mod, _ = prepare(mod, params.get("main", []), target)
+    with target.tvm_target():
         mod = tvm.transform.Sequential(fuse_passes())(mod)
-    return target, {gvar.name_hint: func for gvar, func in mod.functions_items() if isinstance(func, tvm.tirx.PrimFunc)}
+    return {gvar.name_hint: func for gvar, func in mod.functions_items() if isinstance(func, tvm.tirx.PrimFunc)}
 
 
-def rules_by_function(model_or_name, target_dict: dict) -> dict[str, str]:
-    from effc.backends.cpu_schedule_rules import choose_schedule
+def rules_by_function(model_or_name, target: Target) -> dict[str, str]:
+    from effc.backends.tvm.cpu.rules import choose_schedule
 
-    target, functions = fused_functions(model_or_name, target_dict)
-    return {fname: choose_schedule(func, target)[0] for fname, func in functions.items()}
+    functions = fused_functions(model_or_name, target)
+    return {fname: choose_schedule(func, target.isa)[0] for fname, func in functions.items()}
 
 
 @pytest.mark.tvm
+@pytest.mark.zoo
 @pytest.mark.parametrize("target", [X86, ARM], ids=["x86", "arm"])
 def test_every_resnet_convolution_runs_blocked_with_a_register_tiled_schedule(target):
     rules = rules_by_function("resnet18", target)
@@ -78,6 +84,7 @@ def test_every_resnet_convolution_runs_blocked_with_a_register_tiled_schedule(ta
 
 
 @pytest.mark.tvm
+@pytest.mark.zoo
 def test_mobilenet_converts_to_blocks_once_and_encoder_matmuls_have_their_rule():
     mobilenet = rules_by_function("mobilenetv2", X86)
     rules = Counter(mobilenet.values())
@@ -99,46 +106,49 @@ def test_convolutions_no_block_divides_keep_their_nchw_rules():
     assert "blocked-conv" not in rules and None not in rules
 
 
+MOBILENET = pytest.mark.zoo
+
+
 @pytest.mark.tvm
 @pytest.mark.parametrize("source,rule_name,function,host", [
-    ("mobilenetv2", "blocked-conv", None, False), ("mobilenetv2", "blocked-depthwise", None, False),
-    ("mobilenetv2", "matmul", None, False), ("mobilenetv2", "generic", None, False),
+    pytest.param("mobilenetv2", "blocked-conv", None, False, marks=MOBILENET),
+    pytest.param("mobilenetv2", "blocked-depthwise", None, False, marks=MOBILENET),
+    pytest.param("mobilenetv2", "matmul", None, False, marks=MOBILENET),
+    pytest.param("mobilenetv2", "generic", None, False, marks=MOBILENET),
     ("odd", "packed-conv", None, False), ("odd", "pointwise-conv", None, False), ("odd", "grouped-conv", None, False),
     # this machine's SIMD width: 24 output channels as 8-lane blocks (AVX-512), the first layer reading NCHW, a
     # 7x7 expansion, a projection with its residual add, a stride-2 depthwise conv, the classifier's GEMV tile
-    ("mobilenetv2", "blocked-conv", "fused_effc_conv2d5_add4", True),
-    ("mobilenetv2", "blocked-conv", "fused_effc_conv2d_add_maximum_minimum", True),
-    ("mobilenetv2", "blocked-conv", "fused_effc_conv2d25_add20_maximum10_minimum10", True),
-    ("mobilenetv2", "blocked-conv", "fused_effc_conv2d8_add4_add6", True),
-    ("mobilenetv2", "blocked-depthwise", "fused_effc_conv2d4_add3_maximum2_minimum2", True),
-    ("mobilenetv2", "matmul", "fused_matmul_add24", True),
+    pytest.param("mobilenetv2", "blocked-conv", "fused_effc_conv2d5_add4", True, marks=MOBILENET),
+    pytest.param("mobilenetv2", "blocked-conv", "fused_effc_conv2d_add_maximum_minimum", True, marks=MOBILENET),
+    pytest.param("mobilenetv2", "blocked-conv", "fused_effc_conv2d25_add20_maximum10_minimum10", True, marks=MOBILENET),
+    pytest.param("mobilenetv2", "blocked-conv", "fused_effc_conv2d8_add4_add6", True, marks=MOBILENET),
+    pytest.param("mobilenetv2", "blocked-depthwise", "fused_effc_conv2d4_add3_maximum2_minimum2", True, marks=MOBILENET),
+    pytest.param("mobilenetv2", "matmul", "fused_matmul_add24", True, marks=MOBILENET),
     ("odd", "grouped-conv", None, True), ("odd", "packed-conv", None, True)])
 def test_each_rule_computes_what_the_unscheduled_kernel_computes(source, rule_name, function, host):
     """Build one function per rule twice, scheduled and as TVM's naive loops, and compare on random data."""
     import tvm
 
-    from effc.backends.cpu_schedule_rules import RULES, vector_lanes, vector_registers
-    from effc.backends.targets import get_target
+    from effc.backends.tvm.cpu.rules import RULES, CPURule
 
-    rule = dict(RULES)[rule_name]
+    target = get_target("x86") if host else GENERIC
+    rule = CPURule(rule_name, dict(RULES)[rule_name], target.isa)
     model = odd_channel_model() if source == "odd" else source
-    target, functions = fused_functions(model, get_target("x86").tvm if host else {"kind": "llvm"})
+    functions = fused_functions(model, target)
     for fname, func in sorted(functions.items()):
         if function and fname != function:
             continue
-        sch = tvm.s_tir.Schedule(func)
-        try:
-            rule(sch, vector_lanes(target), vector_registers(target))
-        except Exception:
-            continue
-        break
+        sch = rule.apply(func, None, False)
+        if sch is not None:
+            break
     else:
         pytest.fail(f"no {source} function fits {rule_name}")
     rng = np.random.default_rng(0)
     args = [np.asarray(rng.standard_normal([int(d) for d in p.shape])).astype(str(p.dtype)) for p in func.params]
     results = []
     for candidate in (func, sch.mod["main"]):
-        lib = tvm.compile(tvm.IRModule({"main": candidate.with_attr("global_symbol", "main")}), target=target).jit()
+        lib = tvm.compile(tvm.IRModule({"main": candidate.with_attr("global_symbol", "main")}),
+                          target=target.tvm_target()).jit()
         tensors = [tvm.runtime.tensor(a) for a in args]
         lib["main"](*tensors)
         results.append(tensors[-1].numpy())
@@ -153,12 +163,18 @@ def test_conv_followed_by_layout_ops_compiles_to_the_same_numbers(tmp_path, monk
     stay kernels of their own with the generic schedule. 5 input channels (no block: the conv reads NCHW), 24 output
     channels (8-lane blocks on AVX-512); the 3x3 conv with odd column counts and a partial pad on purpose."""
     from effc.artifact import compile_artifact, load_artifact
-    from effc.backends.targets import get_target
-    from effc.backends import cpu_schedule_rules
-    from effc.runtime import run_model
+    from effc.backends.tvm.cpu.rules import CPURule
+    from effc.onnx_runtime import run_model
 
-    chosen, choose = [], cpu_schedule_rules.choose_schedule
-    monkeypatch.setattr(cpu_schedule_rules, "choose_schedule", lambda *a: chosen.append(choose(*a)[0]) or choose(*a))
+    chosen, apply = [], CPURule.apply
+
+    def recording(rule, *args):
+        sch = apply(rule, *args)
+        if sch is not None:
+            chosen.append(rule.name)
+        return sch
+
+    monkeypatch.setattr(CPURule, "apply", recording)
     rng = np.random.default_rng(0)
     attrs = {"perm": [0, 2, 3, 1]} if tail == "Transpose" else {}
     shape, size, pads = ([1, 5, 9, 11], 3, [1, 1, 1, 1]) if kernel == "3x3" else ([1, 5, 16, 16], 1, [0, 0, 0, 0])
@@ -189,7 +205,7 @@ def test_conv_followed_by_layout_ops_compiles_to_the_same_numbers(tmp_path, monk
 def test_layout_choice_per_convolution(in_channels, out_channels, groups, lanes, expected):
     from tvm import relax
 
-    from effc.backends.cpu_layout import conv2d_layouts
+    from effc.backends.tvm.cpu.layout import conv2d_layouts
 
     data = relax.Var("x", relax.TensorType((1, in_channels, 14, 14), "float32"))
     weight = relax.Var("w", relax.TensorType((out_channels, in_channels // groups, 3, 3), "float32"))
@@ -199,12 +215,11 @@ def test_layout_choice_per_convolution(in_channels, out_channels, groups, lanes,
 
 @pytest.mark.tvm
 def test_clip_with_either_bound_or_both_stays_in_blocks_and_matches_onnx_runtime(tmp_path):
-    """Clip is imported as elementwise maximum/minimum (tvm_support.elementwise_clip), so the blocked layout runs
+    """Clip is imported as elementwise maximum/minimum (frontend.elementwise_clip), so the blocked layout runs
     through it: the activations are converted to blocks once at the input and back once at the output, never
     between the convolutions."""
     from effc.artifact import compile_artifact, load_artifact
-    from effc.backends.targets import get_target
-    from effc.runtime import run_model
+    from effc.onnx_runtime import run_model
 
     rng = np.random.default_rng(0)
     bound = lambda v: np.array(v, np.float32)  # noqa: E731
@@ -219,7 +234,7 @@ def test_clip_with_either_bound_or_both_stays_in_blocks_and_matches_onnx_runtime
         {"w1": rng.standard_normal((16, 16, 1, 1)).astype(np.float32),
          "w2": rng.standard_normal((16, 16, 1, 1)).astype(np.float32),
          "w3": rng.standard_normal((16, 16, 1, 1)).astype(np.float32), "lo": bound(-0.5), "hi": bound(1.5)})
-    functions = fused_functions(proto, X86)[1]
+    functions = fused_functions(proto, X86)
     transforms = [f for f in functions if "layout_transform" in f]
     assert len(transforms) <= 2 and len([f for f in functions if "conv2d" in f]) == 3, sorted(functions)  # in, out
     model = effc.load_model(proto)

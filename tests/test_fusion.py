@@ -7,10 +7,10 @@ import pytest
 from onnx import helper
 
 import effc
-from effc.context import Context
 from effc.errors import EffcError
 from effc.ir import load_model
-from effc.runtime import run_model
+from effc.onnx_runtime import run_model
+from effc.pipeline.context import Context
 from tests.conftest import FLOAT, make_model, optimize_checked
 
 RNG = np.random.default_rng(0)

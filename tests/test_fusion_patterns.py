@@ -8,7 +8,7 @@ from onnx import helper
 
 import effc
 from effc import Context, load_model
-from effc.runtime import run_model
+from effc.onnx_runtime import run_model
 from tests.conftest import FLOAT, make_model
 
 RNG = np.random.default_rng(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import numpy as np
@@ -10,14 +12,14 @@ import pytest
 from onnx import helper
 
 from effc import optimize
+from effc.analysis.calibration_stats import RangeCollector
 from effc.calib import CalibrationData
-from effc.context import Context
 from effc.errors import EffcError
 from effc.ir import load_model
-from effc.runtime import run_model
-from models.zoo import get
-from effc.passes.calibrators import RangeCollector
-from tests.conftest import FLOAT, make_model
+from effc.onnx_runtime import run_model
+from effc.pipeline.context import Context
+from effc.zoo import get
+from tests.conftest import AVX2_X86, FLOAT, VNNI_X86, make_model
 
 
 def digits_accuracy(model, data) -> float:
@@ -72,7 +74,7 @@ def nodes_by_op(model, op):
 
 def test_conv_weights_int8_per_channel_bias_int32_activations_uint8():
     proto, w, b = conv_relu_model()
-    ctx = Context(calibration=calibration_for([1, 3, 8, 8]))
+    ctx = Context(calibration=calibration_for([1, 3, 8, 8]), target=VNNI_X86)
     model = optimize(load_model(proto), "int8(calibrator=minmax,bias_correction=false)", ctx).model
     conv = nodes_by_op(model, "Conv")[0]
     weight_dq, bias_dq = conv.inputs[1].inputs[0], conv.inputs[2].inputs[0]
@@ -102,6 +104,33 @@ def test_targets_pick_activation_types():
         assert zero_points and all(z.dtype == dtype for z in zero_points), target
         if zero is not None:
             assert all(int(z) == zero for z in zero_points)
+
+
+def test_the_pass_reads_the_target_records_isa_not_its_name():
+    proto, w, _ = conv_relu_model()
+    signed = dataclasses.replace(VNNI_X86, isa=dataclasses.replace(VNNI_X86.isa, int8_activations="int8"))
+    for target, dtype, qmax in [(VNNI_X86, np.uint8, 127), (signed, np.int8, 127), (AVX2_X86, np.uint8, 63)]:
+        ctx = Context(calibration=calibration_for([1, 3, 8, 8]), target=target)
+        model = optimize(load_model(proto), "int8(calibrator=minmax)", ctx).model
+        assert all(n.inputs[2].values.dtype == dtype for n in nodes_by_op(model, "QuantizeLinear")), target.name
+        weight = nodes_by_op(model, "Conv")[0].inputs[1].inputs[0]
+        q, scales = weight.inputs[0].values, weight.inputs[1].values
+        assert int(np.abs(q).max()) == qmax, target.name
+        np.testing.assert_allclose(scales, np.abs(w).reshape(8, -1).max(axis=1) / qmax, rtol=1e-6)
+        assert ctx.reports["int8"]["target"] == target.name and f"[-{qmax}, {qmax}]" in ctx.reports["int8"]["format"]["weights"]
+
+
+def test_seven_bit_weights_keep_onnxruntime_accurate_where_its_products_saturate(digits):
+    """On x86 without VNNI, ONNX Runtime's QLinearConv adds pairs of uint8 x int8 products in 16 bits (pmaddubsw):
+    full-range weights saturate there. The host decides which ISA the default (no target) format is for."""
+    from effc.targets import host_isa
+
+    z, test, calibration = digits
+    ctx = Context(calibration=calibration)
+    optimize(load_model(z.onnx_path), "int8", ctx)
+    expected = "[-63, 63]" if host_isa().int8_weight_bits == 7 else "[-127, 127]"
+    assert expected in ctx.reports["int8"]["format"]["weights"]
+    assert ctx.reports["int8"]["output_sqnr_db"] > 30  # 21 dB here with full-range weights on an AVX2-only host
 
 
 def test_refuses_without_calibration_and_warns_with_random():
@@ -147,7 +176,8 @@ def clustered_model():
 
 def test_decoded_weights_fold_and_use_the_scales_cluster_chose():
     proto, weight = clustered_model()
-    ctx = Context(calibration=CalibrationData({"x": np.random.default_rng(2).standard_normal((32, 6)).astype(np.float32)}))
+    ctx = Context(calibration=CalibrationData({"x": np.random.default_rng(2).standard_normal((32, 6)).astype(np.float32)}),
+                  target=VNNI_X86)
     model = optimize(load_model(proto), "int8", ctx).model
     matmul = nodes_by_op(model, "MatMul")[0]
     dq = matmul.inputs[1].inputs[0]
@@ -216,6 +246,7 @@ def test_streaming_histogram_matches_one_pass():
     assert streamed.range("percentile", 128)[1] < 5.0 and streamed.range("entropy", 128)[1] < 5.0
 
 
+@pytest.mark.zoo
 def test_resnet18_fuses_into_integer_kernels_and_shrinks():
     z = get("resnet18")
     float_model = load_model(z.onnx_path)

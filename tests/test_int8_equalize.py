@@ -1,4 +1,4 @@
-"""Cross-layer equalization before int8 (passes/quant_equalize.py): exact in float, blocked where it would not be,
+"""Cross-layer equalization before int8 (effc/passes/int8/equalize.py): exact in float, blocked where it would not be,
 and worth its keep where a few channels have far larger ranges than the rest."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from onnx import helper
 
 from effc import optimize
 from effc.calib import CalibrationData
-from effc.context import Context
 from effc.errors import EffcError
 from effc.ir import load_model
-from effc.passes.quant_equalize import equalize, plan_equalization
-from effc.passes.quant_prepare import fold_batchnorm, fold_weight_subgraphs
-from effc.runtime import run_model
-from models.zoo import get
+from effc.ir.folding import fold_batchnorm, fold_weight_subgraphs
+from effc.onnx_runtime import run_model
+from effc.passes.int8.equalize import equalize, plan_equalization
+from effc.pipeline.context import Context
+from effc.zoo import get
 from tests.conftest import FLOAT, make_model
 
 SHAPE = [1, 4, 8, 8]
@@ -176,7 +176,8 @@ def test_bad_alpha_is_refused():
         optimize(load_model(residual_model()), "int8(equalize=true,equalize_alpha=1.5)", Context(calibration=calibration()))
 
 
-@pytest.mark.parametrize("name, groups", [("digits", 3), ("mobilenetv2", 7), ("resnet18", 12)])
+@pytest.mark.parametrize("name, groups", [("digits", 3), pytest.param("mobilenetv2", 7, marks=pytest.mark.zoo),
+                                          pytest.param("resnet18", 12, marks=pytest.mark.zoo)])
 def test_zoo_float_outputs_unchanged_by_equalization(name, groups):
     z = get(name)
     model = load_model(z.onnx_path)

@@ -7,14 +7,14 @@ import pytest
 from onnx import helper
 
 from effc import optimize
+from effc.analysis.layer_inputs import conv_patches
 from effc.calib import CalibrationData
-from effc.context import Context
 from effc.errors import EffcError
 from effc.ir import load_model
-from effc.passes.quant_gptq import InputMoments, gptq_round, output_error
-from effc.passes.reconstruct import conv_patches
-from effc.runtime import run_model
-from tests.conftest import FLOAT, make_model
+from effc.onnx_runtime import run_model
+from effc.passes.int8.gptq import InputMoments, gptq_round, output_error
+from effc.pipeline.context import Context
+from tests.conftest import FLOAT, VNNI_X86, make_model
 
 
 def smooth_inputs(count: int, channels: int, size: int, seed: int) -> np.ndarray:
@@ -48,7 +48,7 @@ def test_gptq_lowers_layer_output_error_on_calibration_data(groups):
     x = smooth_inputs(24, 8, 10, seed=1)
     weights, errors = {}, {}
     for rounding in ("nearest", "gptq"):
-        ctx = Context(calibration=CalibrationData({"x": x}))
+        ctx = Context(calibration=CalibrationData({"x": x}), target=VNNI_X86)
         model = optimize(load_model(proto), f"int8(rounding={rounding})", ctx).model
         q, scales = dequantized_weight(model)
         assert q.dtype == np.int8 and q.min() >= -127 and q.max() <= 127
@@ -78,7 +78,7 @@ def test_wide_gemm_is_rounded_in_feature_chunks_and_still_gains():
     x = (latent @ rng.standard_normal((256, features)) / 16 + 0.1 * rng.standard_normal((1200, features))).astype(np.float32)
     errors = {}
     for rounding in ("nearest", "gptq"):
-        ctx = Context(calibration=CalibrationData({"x": x}))
+        ctx = Context(calibration=CalibrationData({"x": x}), target=VNNI_X86)
         model = optimize(load_model(proto), f"int8(rounding={rounding})", ctx).model
         gemm = next(n for n in model.graph.nodes if n.op == "Gemm")
         q, scales = (t.values for t in gemm.inputs[1].inputs[0].inputs[:2])

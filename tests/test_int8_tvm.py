@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from effc import optimize
 from effc.calib import CalibrationData
-from effc.context import Context
 from effc.ir import load_model
-from effc.runtime import run_model
-from models.zoo import get
+from effc.onnx_runtime import run_model
+from effc.pipeline.context import Context
+from effc.zoo import get
 
 
+@pytest.mark.tvm
 def test_digits_int8_for_x86_runs_on_tvm_like_on_onnxruntime():
     import tvm
     import tvm.relax.frontend.onnx

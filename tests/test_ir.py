@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-import effc.ir
+import effc.ir.model
 from effc import EffcError, load_model
-from effc.runtime import run_model
+from effc.onnx_runtime import run_model
 from tests.conftest import FLOAT, INT64, make_model
 
 
@@ -209,13 +209,13 @@ def test_invalid_op_is_named():
 def test_over_2gb_without_external_data_is_refused(tmp_path, tiny_model, monkeypatch):
     path = tmp_path / "big.onnx"
     onnx.save(tiny_model, path)
-    monkeypatch.setattr(effc.ir, "TWO_GB", 64)  # stand-in for a >2 GB file: the check is on the file size
+    monkeypatch.setattr(effc.ir.model, "TWO_GB", 64)  # stand-in for a >2 GB file: the check is on the file size
     with pytest.raises(EffcError, match="larger than 2 GB"):
         load_model(path)
 
 
 def test_large_models_are_saved_with_external_data(tmp_path, tiny_model, monkeypatch):
-    monkeypatch.setattr(effc.ir, "TWO_GB", 2**24 + 16)  # anything over 16 bytes of weights counts as "large"
+    monkeypatch.setattr(effc.ir.model, "TWO_GB", 2**24 + 16)  # anything over 16 bytes of weights counts as "large"
     model = load_model(tiny_model)
     model.save(tmp_path / "big.onnx")
     assert (tmp_path / "big.onnx.data").exists()

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 import effc
-from effc.context import Context
 from effc.ir import load_model
-from effc.runtime import random_inputs, run_model
+from effc.onnx_runtime import random_inputs, run_model
+from effc.pipeline.context import Context
 from tests.conftest import FLOAT, make_model
 
 # each op maps [2, 3, 4] -> [2, 3, 4]; `inits` are the constants it reads

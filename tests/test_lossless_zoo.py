@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
 import effc
-from effc.context import Context
 from effc.ir import load_model
-from effc.runtime import random_inputs, run_model
-from models.zoo import get
+from effc.onnx_runtime import random_inputs, run_model
+from effc.pipeline.context import Context
+from effc.zoo import get
+from tests.conftest import zoo_params
 
 LOSSLESS = ["fold-constants", "remove-identity", "dedup-initializers", "cse", "fold-bn", "fold-pad", "fold-scale", "fuse", "dce",
             "strip-names"]
@@ -25,7 +28,7 @@ def _check_close(before: dict, after: dict) -> None:
             assert np.array_equal(ref.argmax(-1), after[name].argmax(-1))
 
 
-@pytest.mark.parametrize("name", ["digits", "resnet18", "mobilenetv2", "encoder"])
+@pytest.mark.parametrize("name", zoo_params())
 def test_default_pipeline_on_zoo(name):
     model = load_model(get(name).onnx_path)
     sizes = (1, 3) if name == "encoder" else (1,)
@@ -38,22 +41,20 @@ def test_default_pipeline_on_zoo(name):
         _check_close(ref, run_model(result.model, f))
 
 
-@pytest.fixture(scope="module")
-def zoo_models():
-    """{name: (model, feeds, outputs)}, loaded once for all passes."""
-    loaded = {}
-    for name in ("digits", "resnet18", "mobilenetv2", "encoder"):
-        model = load_model(get(name).onnx_path)
-        feeds = random_inputs(model.input_specs(), seed=2, dim_value=5)
-        loaded[name] = (model, feeds, run_model(model, feeds))
-    return loaded
+@functools.cache
+def _loaded(name: str):
+    """(model, feeds, outputs) of a zoo model, loaded once for all passes."""
+    model = load_model(get(name).onnx_path)
+    feeds = random_inputs(model.input_specs(), seed=2, dim_value=5)
+    return model, feeds, run_model(model, feeds)
 
 
+@pytest.mark.parametrize("name", zoo_params())
 @pytest.mark.parametrize("step", LOSSLESS)
-def test_each_pass_alone_keeps_outputs_on_every_zoo_model(step, zoo_models):
-    for name, (model, feeds, ref) in zoo_models.items():
-        result = effc.optimize(model.copy(), step, Context(verify=True))
-        _check_close(ref, run_model(result.model, feeds))
+def test_each_pass_alone_keeps_outputs_on_every_zoo_model(step, name):
+    model, feeds, ref = _loaded(name)
+    result = effc.optimize(model.copy(), step, Context(verify=True))
+    _check_close(ref, run_model(result.model, feeds))
 
 
 def test_digits_accuracy_unchanged():

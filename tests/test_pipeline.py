@@ -11,9 +11,9 @@ import pytest
 
 import effc
 from effc import Context, EffcError, Pass, PassResult, Pipeline, VerificationError, load_model, register_pass
-from effc.passbase import option_infos, unregister_pass
 from effc.pipeline import DumpAfter, Instrument, PassFailure, PassManager
-from effc.spec import format_steps, parse_spec
+from effc.pipeline.pass_base import option_infos, unregister_pass
+from effc.pipeline.spec import format_steps, parse_spec
 
 
 @pytest.fixture
@@ -214,11 +214,68 @@ def test_instruments_and_dump_after(tmp_path, tiny_model, toy_passes):
     assert [n.op for n in load_model(dumped[0]).graph.nodes][-1] == "Mul"
 
 
+def test_a_pass_can_be_disabled_by_name_in_the_context_or_the_config(tiny_model, toy_passes):
+    ctx = Context(disabled_passes=("toy-scale",))
+    result = effc.optimize(load_model(tiny_model), "dce,toy-scale", ctx)
+    assert [r.step for r in result.ledger.rows] == ["input", "dce"]
+    assert result.model.metadata["effc.disabled_passes"] == "toy-scale"
+    with effc.pass_config(disabled_passes=("dce",)):
+        result = effc.optimize(load_model(tiny_model), "dce,toy-scale")
+    assert [r.step for r in result.ledger.rows] == ["input", "toy-scale"]
+    with pytest.raises(EffcError, match="cannot disable unknown pass 'nope'"):
+        effc.optimize(load_model(tiny_model), "dce", Context(disabled_passes=("nope",)))
+
+
+def test_an_instrument_may_veto_a_pass(tiny_model, toy_passes):
+    class OnlyDce(Instrument):
+        def should_run(self, p, ctx):
+            return p.name == "dce"
+
+    result = PassManager("dce,toy-scale", [OnlyDce()]).run(load_model(tiny_model))
+    assert [r.step for r in result.ledger.rows] == ["input", "dce"]
+
+
+def test_strict_checks_are_configuration(tiny_model, toy_passes):
+    """The ONNX checker runs after each pass where the context or the scoped config asks for it (tests: always)."""
+    import onnx
+
+    class TypeLie(Pass):
+        """Gives the output a wrong element type: the structure check passes, the ONNX checker does not."""
+
+        name = "toy-type-lie"
+
+        def run(self, model, ctx):
+            model.graph.outputs[0].dtype = np.int64
+            model.graph.nodes[-1].attrs["no_such_attr"] = 1
+            return PassResult(True)
+
+    register_pass(TypeLie)
+    try:
+        assert effc.pipeline.current_config().strict_checks  # tests/conftest.py turns them on
+        with pytest.raises(PassFailure, match="toy-type-lie"):
+            effc.optimize(load_model(tiny_model), "toy-type-lie")
+        effc.optimize(load_model(tiny_model), "toy-type-lie", Context(strict_checks=False))
+        with effc.pass_config(strict_checks=False):
+            effc.optimize(load_model(tiny_model), "toy-type-lie")
+    finally:
+        unregister_pass("toy-type-lie")
+    assert onnx  # the checker is ONNX's own
+
+
+def test_verification_keeps_no_copy_of_the_model(tiny_model, toy_passes, monkeypatch):
+    """Verification and drift compare outputs computed once from the input; the pipeline copies no model."""
+    copies = []
+    copy = effc.Model.copy
+    monkeypatch.setattr(effc.Model, "copy", lambda self: copies.append(1) or copy(self))
+    effc.optimize(load_model(tiny_model), "dce,toy-scale", Context(verify=True, measure_drift=True))
+    assert copies == []
+
+
 def test_pass_objects_compose_without_specs(tiny_model, toy_passes):
     scale = toy_passes["toy-scale"](factor=4.0)
     result = PassManager([scale]).run(load_model(tiny_model))
     x = np.ones((1, 4), np.float32)
-    from effc.runtime import run_model
+    from effc.onnx_runtime import run_model
 
     np.testing.assert_allclose(run_model(result.model, {"x": x})["y"], 4 * run_model(tiny_model, {"x": x})["y"], rtol=1e-6)
 
@@ -227,7 +284,7 @@ def test_plugins_register_through_entry_points(monkeypatch, tmp_path):
     import importlib.metadata
     import sys
 
-    import effc.passbase
+    import effc.pipeline.pass_base
 
     (tmp_path / "effc_toy_plugin.py").write_text(
         "from effc import Pass, PassResult, register_pass\n"
@@ -240,7 +297,7 @@ def test_plugins_register_through_entry_points(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(tmp_path))
     entry = importlib.metadata.EntryPoint("toy", "effc_toy_plugin", "effc.passes")
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [entry] if group == "effc.passes" else [])
-    monkeypatch.setattr(effc.passbase, "_PLUGINS_LOADED", False)
+    monkeypatch.setattr(effc.pipeline.pass_base, "_PLUGINS_LOADED", False)
     try:
         assert "toy-plugged" in effc.registered_passes()
     finally:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from effc.cli import cli
-from models.zoo import get
+from effc.zoo import get
 
 ZOO = get("digits")
 

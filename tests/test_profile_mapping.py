@@ -6,7 +6,8 @@ import numpy as np
 from onnx import helper
 
 from effc.ir import load_model
-from effc.profiler import kernel_ops, kernel_rows, map_kernels, peak_activation_bytes
+from effc.ir.metrics import peak_activation_bytes
+from effc.profile.kernel_map import kernel_ops, kernel_rows, map_kernels
 from tests.conftest import FLOAT, make_model
 
 

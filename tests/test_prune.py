@@ -10,10 +10,10 @@ import effc
 from effc.calib import CalibrationData
 from effc.errors import EffcError
 from effc.ir import load_model
-from effc.passes.prune import Prune
-from effc.passes.prune_plan import kept_count
+from effc.onnx_runtime import run_model
+from effc.passes.prune.plan import kept_count
+from effc.passes.prune.prune import Prune
 from effc.pipeline import Pipeline
-from effc.runtime import run_model
 from effc.verify import compare_models
 from tests.conftest import FLOAT, make_model
 from tests.test_channel_groups import conv, depthwise_model, node, relu, residual_model, weights

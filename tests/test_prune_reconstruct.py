@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
+from effc.analysis.layer_inputs import conv_geometry, conv_patches, intermediate_session, sample_positions
+from effc.analysis.least_squares import RIDGES, LeastSquares, validated_fit
 from effc.ir import load_model
-from effc.passes.reconstruct import (RIDGES, LeastSquares, conv_geometry, conv_patches, intermediate_session,
-                                     sample_positions, validated_fit)
 from tests.conftest import FLOAT, make_model
 
 

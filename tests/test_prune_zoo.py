@@ -12,10 +12,10 @@ import effc
 from effc.calib import CalibrationData
 from effc.cli import cli
 from effc.ir import load_model
-from effc.metrics import model_stats
+from effc.ir.metrics import model_stats
+from effc.onnx_runtime import ort_session
 from effc.pipeline import Pipeline
-from effc.runtime import ort_session
-from models.zoo import get
+from effc.zoo import get
 
 
 def digits_accuracy(model) -> float:
@@ -91,6 +91,7 @@ def test_analysis_reports_an_allocation_and_changes_nothing():
     assert abs((1 - stats["macs_after"] / stats["macs_before"]) - report["predicted_macs_reduction"]) < 1e-9
 
 
+@pytest.mark.zoo
 @pytest.mark.parametrize("name, groups, macs_below", [("resnet18", 12, 0.3), ("mobilenetv2", 25, 0.32)])
 def test_imagenet_models_shrink_as_predicted_and_run(name, groups, macs_below):
     zoo = get(name)

@@ -19,7 +19,7 @@ def python_blocks() -> list[str]:
 
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_readme_python_example_runs(tmp_path, index, monkeypatch):
-    (tmp_path / "models").symlink_to(ROOT / "models")
+    (tmp_path / "effc").symlink_to(ROOT / "effc")
     monkeypatch.chdir(tmp_path)
     code = python_blocks()[index]
     module = types.ModuleType(f"readme_example_{index}")  # dataclasses look their module up in sys.modules
@@ -28,7 +28,7 @@ def test_readme_python_example_runs(tmp_path, index, monkeypatch):
     try:
         exec(compile(code, f"README.md python block {index}", "exec"), namespace)
     finally:
-        from effc.passbase import _REGISTRY
+        from effc.pipeline.pass_base import _REGISTRY
 
         for name in [n for n, cls in _REGISTRY.items() if cls.__module__ == namespace["__name__"]]:
             _REGISTRY.pop(name)

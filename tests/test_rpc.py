@@ -18,8 +18,8 @@ from click.testing import CliRunner
 import effc
 from effc.artifact import load_artifact
 from effc.cli import cli
-from effc.runtime import ort_session, run_session
-from models.zoo import get
+from effc.onnx_runtime import ort_session, run_session
+from effc.zoo import get
 
 
 def free_port() -> int:
@@ -109,6 +109,7 @@ def test_profile_over_rpc_reports_end_to_end_only(rpc_server, digits_x86):
     assert profile["latency"]["repeats"] == 3 and profile["latency"]["median_ms"] > 0 and profile["kernels"] == []
 
 
+@pytest.mark.tvm
 @pytest.mark.parametrize("address, message", [("nowhere", "expected HOST:PORT"), ("127.0.0.1:1", "cannot reach the TVM RPC server")])
 def test_bad_rpc_address_is_refused(digits_x86, address, message):
     with pytest.raises(effc.EffcError, match=message):
@@ -118,7 +119,7 @@ def test_bad_rpc_address_is_refused(digits_x86, address, message):
 @pytest.mark.tvm
 @pytest.mark.slow
 def test_arm_artifact_over_rpc_to_an_emulated_aarch64_server(tmp_path):
-    from effc.backends.arm_runtime import rpc_server_command
+    from effc.runners.qemu_aarch64 import rpc_server_command
 
     artifact = compile_digits(tmp_path, "arm")
     port = free_port()

@@ -9,11 +9,11 @@ import pytest
 from onnx import helper, numpy_helper
 
 import effc
-from effc.context import Context
 from effc.ir import load_model
-from effc.passes.strip_names import base36
-from effc.runtime import random_inputs, run_model
-from models.zoo import get
+from effc.onnx_runtime import random_inputs, run_model
+from effc.passes.lossless.strip_names import base36
+from effc.pipeline.context import Context
+from effc.zoo import get
 from tests.conftest import FLOAT, make_model
 
 
@@ -116,7 +116,7 @@ def test_profiled_int8_artifact_maps_kernels_to_the_same_nodes_with_and_without_
     from click.testing import CliRunner
 
     from effc.cli import cli
-    from effc.profiler import profile_artifact
+    from effc.profile.profiler import profile_artifact
 
     zoo = get("digits")
     mappings = []

@@ -13,7 +13,8 @@ import onnxruntime
 import pytest
 from onnx import numpy_helper
 
-from models import zoo
+from effc import zoo
+from tests.conftest import zoo_params
 
 
 @cache
@@ -28,7 +29,7 @@ def run_per_sample(name: str, samples: np.ndarray) -> np.ndarray:
     return np.concatenate([session(name).run(None, {"input": sample[None]})[0] for sample in samples])
 
 
-@pytest.mark.parametrize("name", zoo.ZOO_NAMES)
+@pytest.mark.parametrize("name", zoo_params())
 def test_model_is_valid_onnx_opset17_with_unique_node_names(name):
     model = zoo.get(name)
     onnx.checker.check_model(str(model.onnx_path), full_check=True)
@@ -39,7 +40,7 @@ def test_model_is_valid_onnx_opset17_with_unique_node_names(name):
     assert model.has_labels == (name == "digits")
 
 
-@pytest.mark.parametrize("name", zoo.ZOO_NAMES)
+@pytest.mark.parametrize("name", zoo_params())
 def test_model_runs_on_its_calibration_and_eval_data(name):
     model = zoo.get(name)
     sess = session(name)
@@ -64,11 +65,11 @@ def test_digits_accuracy_from_shipped_files():
 
 
 def test_digits_needs_no_torch():
-    code = "import sys; from models import zoo; zoo.get('digits'); assert 'torch' not in sys.modules"
+    code = "import sys; from effc import zoo; zoo.get('digits'); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2"])
+@pytest.mark.parametrize("name", zoo_params(["resnet18", "mobilenetv2"]))
 def test_image_classifier_top1_varies_across_eval_images(name):
     samples = np.load(zoo.get(name).eval_path)["input"]
     assert samples.shape == (32, 3, 224, 224) and samples.dtype == np.float32
@@ -77,6 +78,7 @@ def test_image_classifier_top1_varies_across_eval_images(name):
     assert len(set(logits.argmax(1).tolist())) >= 3
 
 
+@pytest.mark.zoo
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("seq", [16, 32])
 def test_encoder_runs_at_dynamic_batch_and_sequence_length(batch, seq):
@@ -85,6 +87,7 @@ def test_encoder_runs_at_dynamic_batch_and_sequence_length(batch, seq):
     assert hidden.shape == (batch, seq, 128) and np.isfinite(hidden).all()
 
 
+@pytest.mark.zoo
 def test_encoder_graph_shows_attention_and_exact_gelu():
     ops = {node.op_type for node in onnx.load(str(zoo.get("encoder").onnx_path)).graph.node}
     assert {"MatMul", "Softmax", "Erf", "LayerNormalization", "Gather"} <= ops
@@ -94,9 +97,10 @@ def _initializers(path) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
 
 
+@pytest.mark.zoo
 @pytest.mark.parametrize("name", ["encoder", "mobilenetv2"])
 def test_building_twice_is_deterministic(name, tmp_path):
-    from models.build import build_model
+    from effc.zoo.build import build_model
 
     first, second = (zoo.model_files(name, tmp_path / run) for run in ("a", "b"))
     build_model(name, first)
@@ -109,8 +113,9 @@ def test_building_twice_is_deterministic(name, tmp_path):
     assert all(np.array_equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
+@pytest.mark.zoo
 def test_concurrent_first_use_builds_once_and_both_callers_get_the_model(tmp_path):
-    code = "from models import zoo; print(zoo.get('encoder').onnx_path)"
+    code = "from effc import zoo; print(zoo.get('encoder').onnx_path)"
     env = {**os.environ, "EFFC_ZOO_CACHE": str(tmp_path)}
     root = os.path.dirname(os.path.dirname(__file__))
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=root, stdout=subprocess.PIPE, text=True)

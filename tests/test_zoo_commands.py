@@ -10,11 +10,12 @@ from click.testing import CliRunner
 
 from effc import CalibrationData, load_model
 from effc.cli import cli
-from effc.runtime import ort_session, run_session
-from models.zoo import ZOO_NAMES, get
+from effc.onnx_runtime import ort_session, run_session
+from effc.zoo import get
+from tests.conftest import zoo_params
 
 
-@pytest.fixture(scope="module", params=ZOO_NAMES)
+@pytest.fixture(scope="module", params=zoo_params())
 def zoo(request):
     return get(request.param)
 

@@ -1,0 +1,66 @@
+"""The TVM (Relax) backend: effc IR -> ONNX frontend -> the target's lowering -> shared library + parameters."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from effc.backends.base import Backend, Compiled
+from effc.backends.tvm import get_lowering
+from effc.backends.tvm.frontend import check_lowerable, fold_constants, import_relax
+from effc.ir import Model
+from effc.ir.metrics import layer_macs, peak_activation_bytes
+from effc.targets import Target
+
+LIBRARY, PARAMS = "model.so", "params.npz"
+
+
+class TVMBackend(Backend):
+    name = "tvm"
+
+    def check(self, model: Model, target: Target) -> None:
+        get_lowering(target)
+        check_lowerable(fold_constants(model))
+
+    def compile(self, model: Model, target: Target, out_dir: Path, *, progress: Callable[[str], None] | None = None,
+                tuning_db: str | None = None) -> Compiled:
+        """Fold constants, refuse unimportable ops or dynamic dims, import to Relax, lower for the target, export
+        the library and the (prepared) parameters."""
+        import tvm
+
+        lowering = get_lowering(target)
+        say = progress or (lambda text: None)
+        say("folding constants")
+        model = fold_constants(model)
+        seconds: dict[str, float] = {}
+        start = time.perf_counter()
+        say("importing into Relax")
+        mod, params = import_relax(model)
+        seconds["import"] = time.perf_counter() - start
+        say(f"building for {target.name}")
+        start = time.perf_counter()
+        mod, values = lowering.prepare(mod, params.get("main", []), target)
+        executable = tvm.compile(mod, target=target.tvm_target(),
+                                 relax_pipeline=lowering.relax_pipeline(target, tuning_db=tuning_db))
+        seconds["build"] = time.perf_counter() - start
+        start = time.perf_counter()
+        say("linking")
+        if target.cross_compiler:
+            from tvm.support import cc
+
+            executable.export_library(str(out_dir / LIBRARY), fcompile=cc.cross_compiler(target.cross_compiler))
+        else:
+            executable.export_library(str(out_dir / LIBRARY))
+        values = [v.numpy() if hasattr(v, "numpy") else v for v in values]
+        np.savez(out_dir / PARAMS, **{f"p{i:05d}": v for i, v in enumerate(values)})
+        seconds["link"] = time.perf_counter() - start
+        macs = layer_macs(model)
+        producer = {id(t): i for i, n in enumerate(model.graph.nodes) for t in n.outputs}
+        # [name, op, MACs, indices of the nodes producing its inputs]: what the profiler maps kernels onto
+        nodes = [[n.name, n.op, macs.get(n.name, 0), sorted({producer[id(t)] for t in n.inputs if id(t) in producer})]
+                 for n in model.graph.nodes]
+        return Compiled(LIBRARY, PARAMS, {"onnx_nodes": nodes, "weight_bytes": int(sum(v.nbytes for v in values)),
+                                          "peak_activation_bytes": peak_activation_bytes(model), "compile_seconds": seconds})

@@ -1,0 +1,3 @@
+from effc.cli import main
+
+main()

@@ -1,0 +1,80 @@
+"""effc profile: latency, per-kernel times mapped to ONNX nodes, memory, and ONNX Runtime beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from effc.cli.common import human_bytes, json_option, print_json, stdout
+from effc.cli.run import rpc_option
+from effc.errors import EffcError
+
+
+@click.command("profile")
+@click.argument("artifact_path", metavar="ARTIFACT", type=click.Path())
+@click.option("--repeat", default=20, show_default=True, type=click.IntRange(1), help="Timed runs after warm-up.")
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(0), help="Untimed runs first.")
+@click.option("--top", default=15, show_default=True, type=click.IntRange(1), help="Kernels shown in the table.")
+@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False), help="Write a self-contained HTML report here.")
+@click.option("--compare-ort", "compare_ort", default=None, type=click.Path(dir_okay=False), metavar="MODEL",
+              help="Time this ONNX model on ONNX Runtime beside the artifact, and compare their outputs.")
+@click.option("--inputs", "inputs_path", type=click.Path(), help="Inputs (.npz keyed by input name, or a folder of .npy); "
+              "the first sample is fed. Default: the artifact's calibration data while it is still there, else random.")
+@rpc_option
+@json_option
+def command(artifact_path, repeat, warmup, top, html_path, compare_ort, inputs_path, rpc, as_json) -> None:
+    """Profile a compiled ARTIFACT: latency, per-kernel times mapped to ONNX nodes, memory, ONNX Runtime beside it."""
+    from effc.profile.profiler import profile_artifact
+
+    if compare_ort and not Path(compare_ort).is_file():
+        raise EffcError(f"--compare-ort {compare_ort}: no such file")
+    profile = profile_artifact(artifact_path, repeat=repeat, warmup=warmup, rpc=rpc, compare_ort=compare_ort,
+                               inputs=inputs_path)
+    if html_path:
+        from effc.fileio import write_bytes_atomic
+        from effc.profile.html import render_html
+
+        write_bytes_atomic(html_path, render_html(profile).encode())
+    if as_json:
+        print_json(profile.to_json())
+        return
+    if profile.kernels:
+        stdout.print(profile_table(profile, top))
+    for line in profile_summary(profile):
+        stdout.print(line)
+    if html_path:
+        stdout.print(f"wrote {html_path}")
+
+
+def profile_table(profile, top: int) -> Table:
+    table = Table("kernel", "calls", "time", "share", "GFLOP/s", "ONNX nodes", title=f"top kernels of {profile.artifact}"
+                  + (" (emulated under qemu)" if profile.emulated else ""), title_justify="left")
+    for row in profile.kernels[:top]:
+        nodes = ", ".join(row.onnx_nodes[:3]) + (f" +{len(row.onnx_nodes) - 3}" if len(row.onnx_nodes) > 3 else "")
+        table.add_row(row.name, str(row.calls), f"{row.median_ms:.3f} ms", f"{100 * row.share:.1f}%",
+                      f"{row.gflops:.2f}" if row.gflops else "-", nodes or "-")
+    return table
+
+
+def profile_summary(profile) -> list[str]:
+    lat = profile.latency
+    emulated = " (emulated: these timings are not the board's)" if profile.emulated else ""
+    lines = [f"end-to-end on {profile.where}{emulated}: median {lat.median_ms:.3f} ms (p10 {lat.p10_ms:.3f}, "
+             f"p90 {lat.p90_ms:.3f}) over {lat.repeats} runs"]
+    if profile.kernel_total_ms is not None:
+        within = f" of {profile.instrumented.median_ms:.3f} ms per instrumented run" if profile.instrumented else ""
+        lines.append(f"kernels: {len(profile.kernels)}, {profile.kernel_total_ms:.3f} ms together{within}; VM builtins "
+                     f"{profile.builtin_ms:.3f} ms")
+    else:
+        lines.append("per-kernel times: not available for this runner")
+    if profile.weight_bytes is not None:
+        lines.append(f"weights {human_bytes(profile.weight_bytes)}, peak activations "
+                     f"{human_bytes(profile.peak_activation_bytes or 0)}")
+    if profile.ort_latency:
+        o = profile.ort_latency
+        lines.append(f"ONNX Runtime (this machine): median {o.median_ms:.3f} ms (p10 {o.p10_ms:.3f}, p90 {o.p90_ms:.3f}); "
+                     f"artifact/ORT = {lat.median_ms / o.median_ms:.2f}x; max |diff| {profile.ort_max_abs_diff:.3g} "
+                     f"on {profile.inputs.describe()}")
+    return lines

@@ -1,1 +1,0 @@
-"""One module per CLI command; `effc.cli` collects them."""

@@ -1,0 +1,183 @@
+"""Weight sharing (Deep Compression): k-means each weight into a small codebook stored with narrow indices."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from effc.analysis.weights import WEIGHT_SCALE_KEY, int8_weight_qmax, output_axis
+from effc.calib import CalibrationData
+from effc.errors import EffcError
+from effc.ir import Model
+from effc.ir.folding import fold_batchnorm, fold_weight_subgraphs
+from effc.passes.cluster.kmeans import Init, Solver, kmeans_1d
+from effc.passes.cluster.refine import ClusteredWeight, refine, set_bias
+from effc.passes.cluster.storage import decode_weights, index_dtype, raise_opset, write_decoder
+from effc.pipeline.pass_base import Pass, PassResult, register_pass
+
+__all__ = ["Cluster", "decode_weights"]
+
+CLUSTERED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+RANDOM_CALIBRATION_SAMPLES = 8
+
+
+@register_pass
+class Cluster(Pass):
+    """Share weights through a k-entry codebook per tensor or output channel; the file stores 4/8-bit indices.
+
+    Weights of Conv/ConvTranspose/Gemm/MatMul with at least min_size values are clustered by 1-D k-means
+    (kmeans.py) and stored as a float codebook plus UINT4 (k <= 16; the model is converted to opset 21) or UINT8
+    indices, decoded in the graph by Cast -> [Add] -> Gather, which ONNX Runtime folds at session start. Weights
+    computed from constants (a transposed MatMul weight) are folded first, and so is BatchNorm after a Conv
+    (fold_bn=true: four floats per channel become one bias). A second cluster pass changes nothing.
+    reconstruct=true refits each codebook and the layer's bias on calibration data to minimise the layer's output
+    error (refused without calibration unless random calibration was allowed). Orders: prune then cluster, and
+    cluster then int8 (codebooks are snapped to the int8 grid and the scales recorded in
+    metadata `effc.int8_weight_scale.<weight>`, so int8 adds no weight error); cluster after int8 and prune after
+    cluster are refused.
+    """
+
+    name = "cluster"
+    kind = "lossy"
+
+    @dataclass
+    class Options:
+        k: int = field(default=16, metadata={"help": "codebook entries (2..256); <= 16 stores 4-bit indices"})
+        scope: Literal["tensor", "channel"] = field(default="tensor", metadata={"help": "one codebook per weight or per output channel"})
+        init: Init = field(default="kmeans++", metadata={"help": "k-means starting centres"})
+        min_size: int = field(default=1024, metadata={"help": "weights with fewer values stay float"})
+        exclude: tuple[str, ...] = field(default=(), metadata={"help": "node names or op types left alone"})
+        reconstruct: bool = field(default=True, metadata={"help": "refit codebooks and biases on calibration data"})
+        samples: int = field(default=16, metadata={"help": "calibration samples used by reconstruct"})
+        rows: int = field(default=1024, metadata={"help": "input rows per layer used by reconstruct"})
+        fold_bn: bool = field(default=True, metadata={"help": "fold BatchNorm into the Conv first (smaller file)"})
+        solver: Solver = field(default="numpy", metadata={"help": "k-means implementation (sklearn is optional)"})
+
+        def validate(self):
+            if not 2 <= self.k <= 256:
+                raise ValueError("k must be in [2, 256] (indices are at most 8-bit)")
+            if self.min_size < 1 or self.samples < 1 or self.rows < 1:
+                raise ValueError("min_size, samples and rows must be at least 1")
+
+    def check_context(self, ctx) -> None:
+        if self.options.reconstruct and ctx.calibration is None and not ctx.allow_random_calibration:
+            raise EffcError("pass cluster with reconstruct=true needs calibration data: give --calib DATA.npz, or reconstruct=false")
+
+    def run(self, model: Model, ctx) -> PassResult:
+        opts = self.options
+        _check_order(ctx)
+        if any(spec.split("(")[0] == "cluster" for spec in ctx.history):
+            return PassResult(False, {"clustered_layers": 0})  # weights are decoders now; clustering again changes nothing
+        folded = fold_weight_subgraphs(model)  # weights computed from constants (Transpose of a MatMul weight)
+        if not eligible_layers(model, opts.min_size, opts.exclude):
+            return PassResult(bool(folded), {"clustered_layers": 0, "folded": folded})
+        bytes_before = model.serialized_size()
+        snap = "int8" in ctx.upcoming
+        if opts.fold_bn or snap:  # int8 would fold BatchNorm into the decoded weight later, off the grid we snap to
+            folded += fold_batchnorm(model)
+        raised = opts.k <= 16 and raise_opset(model)
+        layers = eligible_layers(model, opts.min_size, opts.exclude)  # again: raising the opset rebuilt the graph
+        reference = model.copy()
+        clustered = []
+        with ctx.progress("cluster: k-means", total=len(layers)) as bar:
+            for node in layers:
+                clustered.append(_cluster(node, opts, ctx.seed))
+                bar.advance()
+        refined = 0
+        if opts.reconstruct:
+            with ctx.progress("cluster: refitting codebooks", total=None):
+                refined = refine(reference, clustered, _feeds(model, ctx, opts.samples), opts.rows, ctx.seed)
+        report = []
+        for layer in clustered:
+            scales = _snap_to_int8(layer, int8_weight_qmax(ctx.isa())) if snap else None
+            decoded = _store(model, layer, index_dtype(opts.k, allow_4bit=model.opset >= 21))
+            if scales is not None:
+                model.metadata[WEIGHT_SCALE_KEY + decoded.name] = json.dumps([float(s) for s in scales])
+            report.append(_layer_report(layer, decoded.name))
+        model.cleanup()
+        bytes_after = model.serialized_size()
+        stats = {"clustered_layers": len(clustered), "refined_layers": refined, "file_bytes_before": bytes_before,
+                 "file_bytes_after": bytes_after, "file_ratio": round(bytes_after / bytes_before, 4)}
+        if raised:
+            stats["opset"] = model.opset
+        return PassResult(True, stats, {"layers": report, "snapped_to_int8": snap})
+
+
+def eligible_layers(model: Model, min_size: int, exclude: tuple[str, ...] = ()) -> list[gs.Node]:
+    """Layers whose weight (input 1) is a float32 constant of at least min_size values, used by that layer only."""
+    layers = []
+    for node in model.graph.nodes:
+        if node.op not in CLUSTERED_OPS or node.name in exclude or node.op in exclude or len(node.inputs) < 2:
+            continue
+        weight = node.inputs[1]
+        if isinstance(weight, gs.Constant) and weight.values.dtype == np.float32 and weight.values.size >= min_size \
+                and len(weight.outputs) == 1:
+            layers.append(node)
+    return layers
+
+
+def _check_order(ctx) -> None:
+    if any(spec.split("(")[0] == "int8" for spec in ctx.history):
+        raise EffcError("cluster after int8 is refused: the weights are already int8 QDQ; run cluster before int8")
+    if "prune" in ctx.upcoming:
+        raise EffcError("prune after cluster is refused: pruning would break the codebooks; run prune before cluster")
+
+
+def _cluster(node: gs.Node, opts, seed: int) -> ClusteredWeight:
+    weight = np.asarray(node.inputs[1].values, np.float32)
+    axis = output_axis(node) if opts.scope == "channel" and weight.ndim > 1 else None
+    if axis is None:
+        codebook, indices = kmeans_1d(weight, opts.k, opts.init, seed=seed, solver=opts.solver)
+        codebook = _pad(codebook, opts.k)
+    else:
+        rows = np.moveaxis(weight, axis, 0)
+        books, index_rows = zip(*(kmeans_1d(row, opts.k, opts.init, seed=seed, solver=opts.solver) for row in rows))
+        codebook = np.stack([_pad(b, opts.k) for b in books])
+        indices = np.moveaxis(np.stack(index_rows), 0, axis)
+    return ClusteredWeight(node, weight, codebook, indices, output_axis(node) if weight.ndim > 1 else 0)
+
+
+def _pad(codebook: np.ndarray, k: int) -> np.ndarray:
+    """Fewer distinct values than k: repeat the last entry so every codebook has k entries (indices never use them)."""
+    return np.concatenate([codebook, np.repeat(codebook[-1:], k - len(codebook))])
+
+
+def _feeds(model: Model, ctx, samples: int) -> list[dict]:
+    specs = model.input_specs()
+    calibration = ctx.calibration
+    if calibration is None:
+        ctx.warn("cluster: refitting codebooks on random inputs; they will not match real data")
+        calibration = CalibrationData.random(specs, RANDOM_CALIBRATION_SAMPLES, seed=ctx.seed)
+    return list(calibration.batches(specs, limit=samples))
+
+
+def _snap_to_int8(layer: ClusteredWeight, qmax: int) -> np.ndarray:
+    """Move codebook values onto the int8 grid (within [-qmax, qmax]) of their output channels; returns the
+    per-channel scales."""
+    books = layer.codebook if layer.per_channel else layer.codebook[None, :]
+    peaks = np.abs(books).max(axis=1)
+    scales = np.where(peaks > 0, peaks / float(qmax), 1.0).astype(np.float32)
+    layer.codebook = (np.clip(np.round(books / scales[:, None]), -qmax, qmax).astype(np.float32)
+                      * scales[:, None]).reshape(layer.codebook.shape)
+    channels = layer.weight.shape[layer.axis] if layer.weight.ndim > 1 else 1
+    return scales if layer.per_channel else np.repeat(scales, channels)
+
+
+def _store(model: Model, layer: ClusteredWeight, dtype: np.dtype) -> gs.Variable:
+    node = layer.node
+    decoded = write_decoder(model, node.inputs[1].name, layer.codebook, layer.indices, layer.axis, dtype)
+    node.inputs[1] = decoded
+    if layer.bias is not None:
+        set_bias(model, node, layer.bias)
+    return decoded
+
+
+def _layer_report(layer: ClusteredWeight, decoded: str) -> dict:
+    signal = float(np.sum(layer.weight.astype(np.float64) ** 2))
+    noise = float(np.sum((layer.weight.astype(np.float64) - layer.decoded()) ** 2))
+    sqnr = round(float(10 * np.log10(signal / noise)), 2) if noise > 0 else None  # None: exact
+    return {"layer": layer.node.name, "weight": decoded, "params": int(layer.weight.size), "weight_sqnr_db": sqnr}

@@ -1,0 +1,1 @@
+"""`effc profile`: latency, per-kernel times mapped to ONNX nodes, memory, ONNX Runtime beside it; HTML report."""

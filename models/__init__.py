@@ -1,1 +1,0 @@
-"""Reference ONNX models for effc's tests and benchmarks; see models/README.md and models.zoo."""
