@@ -30,6 +30,8 @@ def _isa_text(isa: dict) -> str:
     parts = [f"{isa['vector_bits']}-bit SIMD x{isa['vector_registers']}" if isa["vector_bits"] else "no SIMD"]
     parts.append("int8 dot: " + (", ".join(isa["int8_dot"]) or "none"))
     parts.append(f"int8 activations {isa['int8_activations']}")
+    if isa["int8_weight_bits"] < 8:
+        parts.append(f"int8 weights {isa['int8_weight_bits']}-bit (16-bit pair sums)")
     if isa["fpu"] is None:
         parts.append("no FPU")
     return "; ".join(parts)
@@ -48,7 +50,8 @@ def command(as_json: bool) -> None:
     for item in info:
         record = item["record"]
         cpus = item["cpus"]
-        cpu_text = ", ".join(cpus[:SHOWN_CPUS]) + (f" +{len(cpus) - SHOWN_CPUS} more" if len(cpus) > SHOWN_CPUS else "")
+        cpu_text = ", ".join(cpus) if len(cpus) <= SHOWN_CPUS else \
+            f"{cpus[0]}, or one of {len(cpus) - 1} LLVM CPU names (--json lists them)"
         if record is None:
             table.add_row(item["name"], "-", "-", "-", f"unavailable here: {item['unavailable']}", "-", cpu_text or "-")
             continue
