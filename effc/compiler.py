@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from effc.artifact import Artifact, compile_artifact
-from effc.backends.tvm.tuning import MIN_FLOPS
+from effc.backends.tvm.tuning import MIN_FLOPS, check_measurable
 from effc.errors import EffcError
 from effc.ir import Model, load_model
 from effc.pipeline import Context, PassManager, Pipeline, RunResult
@@ -70,6 +70,7 @@ def tune(model: Model | str | os.PathLike, target: str | Target = "x86", budget:
         raise EffcError(f"--target {record.name} is not compiled by TVM: there is nothing to tune")
     budget = budget or TuneBudget()
     budget.check()
+    check_measurable(record, budget.rpc_tracker)
     model, _ = _model_of(model, input_shapes)
     ctx = _context_for(ctx, record)
     from effc.backends import get_backend
@@ -119,6 +120,7 @@ def compile(model: Model | str | os.PathLike, target: str | Target = "x86", *, p
         if tuning_db is not None:
             raise EffcError("give a tuning database to apply or a budget to tune into one, not both")
         tune.check()
+        check_measurable(record, tune.rpc_tracker)
     if tuning_db is not None:
         from effc.backends.tvm.tuning import check_db
 

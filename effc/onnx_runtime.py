@@ -15,8 +15,10 @@ from effc.errors import EffcError
 from effc.ir import Model, TensorSpec
 
 
-def ort_session(model: Model | onnx.ModelProto | bytes | str, *, threads: int = 0, optimize: bool = True) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session; `threads=0` lets ORT choose."""
+def ort_session(model: Model | onnx.ModelProto | bytes | str, *, threads: int = 0, optimize: bool = True,
+                provider: str = "CPUExecutionProvider") -> ort.InferenceSession:
+    """An ONNX Runtime session (CPU unless `provider` names another, CPU still behind it); `threads=0` lets ORT
+    choose."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
@@ -27,7 +29,7 @@ def ort_session(model: Model | onnx.ModelProto | bytes | str, *, threads: int = 
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     try:
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model, options, providers=list(dict.fromkeys([provider, "CPUExecutionProvider"])))
     except Exception as exc:  # ORT raises its own exception types for unsupported graphs
         raise EffcError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "effc"
-FAMILIES = ("lossless", "prune", "cluster", "int8")
+FAMILIES = ("lossless", "prune", "cluster", "int8", "precision")
 
 
 def module_name(path: Path) -> str:

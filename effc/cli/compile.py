@@ -24,14 +24,18 @@ from effc.ir import load_model
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option("--target", "target_name", default="x86", show_default=True,
               help="A target name from `effc targets`: x86 (this machine), arm (aarch64 Linux), ort, ...")
-@click.option("--cpu", default=None, help="CPU model: for arm cortex-a53, cortex-a72, cortex-a76, neoverse-n1, ...; for x86 an LLVM cpu name.")
+@click.option("--cpu", "--arch", "cpu", default=None,
+              help="CPU model (arm: cortex-a53, cortex-a76, neoverse-n1, ...; x86: an LLVM cpu name) or, for cuda, the "
+                   "GPU's compute capability (sm_80, sm_86, sm_89, sm_90).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16: append the fp16 pass (compute in half precision where safe); the target must have it.")
 @pipeline_options
 @click.option("-o", "--output", default=None, type=click.Path(), help="Artifact folder (default MODEL_STEM.TARGET.effc).")
 @click.option("--tune", "tune_first", is_flag=True, help="Tune with MetaSchedule first (needs --trials or --time), then apply the database.")
 @budget_options
 @input_shape_option
 @json_option
-def command(model_path, target_name, cpu, spec, recipe, calib_path, random_calib, seed, disabled_passes, output,
+def command(model_path, target_name, cpu, precision, spec, recipe, calib_path, random_calib, seed, disabled_passes, output,
             tune_first, trials, duration, db_dir, min_flops, rpc_tracker, rpc_key, input_shapes, as_json) -> None:
     """Run the passes on MODEL, then compile it into a deployable artifact folder for a target.
 
@@ -48,6 +52,11 @@ def command(model_path, target_name, cpu, spec, recipe, calib_path, random_calib
     elif trials or duration or rpc_tracker or rpc_key:
         raise EffcError("--trials, --time, --rpc-tracker and --rpc-key apply with --tune")
     pipeline = build_pipeline(spec, recipe)
+    if precision == "fp16":
+        if "float16" not in target.isa.float_types:
+            raise EffcError(f"--precision fp16: target {target.name} has no float16 compute; it computes in "
+                            f"{', '.join(target.isa.float_types)}")
+        pipeline = build_pipeline(f"{pipeline},fp16", None)
     remember_for_reproducer(model_path, str(pipeline))
     model = load_model(model_path, parse_input_shapes(input_shapes))
     ctx = make_context(model, calib_path=calib_path, random_calib=random_calib, seed=seed, disabled_passes=disabled_passes)

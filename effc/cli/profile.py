@@ -74,7 +74,8 @@ def profile_summary(profile) -> list[str]:
                      f"{human_bytes(profile.peak_activation_bytes or 0)}")
     if profile.ort_latency:
         o = profile.ort_latency
-        lines.append(f"ONNX Runtime (this machine): median {o.median_ms:.3f} ms (p10 {o.p10_ms:.3f}, p90 {o.p90_ms:.3f}); "
+        where = "" if profile.ort_provider in (None, "CPUExecutionProvider") else f", {profile.ort_provider}"
+        lines.append(f"ONNX Runtime (this machine{where}): median {o.median_ms:.3f} ms (p10 {o.p10_ms:.3f}, p90 {o.p90_ms:.3f}); "
                      f"artifact/ORT = {lat.median_ms / o.median_ms:.2f}x; max |diff| {profile.ort_max_abs_diff:.3g} "
                      f"on {profile.inputs.describe()}")
     return lines

@@ -90,7 +90,7 @@ def summary_line(report) -> str:
 @click.command("tune")
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option("--target", "target_name", default="x86", show_default=True, help="A TVM target from `effc targets`: x86, arm, ...")
-@click.option("--cpu", default=None, help="CPU model (see effc compile --help).")
+@click.option("--cpu", "--arch", "cpu", default=None, help="CPU model or GPU architecture (see effc compile --help).")
 @pipeline_options
 @budget_options
 @input_shape_option

@@ -50,6 +50,7 @@ class Profile:
     inputs: ProfileInputs = field(default_factory=lambda: ProfileInputs("random"))
     ort_latency: Latency | None = None
     ort_max_abs_diff: float | None = None
+    ort_provider: str | None = None  # CUDAExecutionProvider beside a CUDA artifact where ORT has it, else the CPU one
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -98,6 +99,16 @@ def _calibrates(pipeline: str | None) -> bool:
         return False
 
 
+def _ort_provider(meta: dict) -> str:
+    """The ONNX Runtime execution provider that runs where the artifact does: CUDA's for a CUDA artifact when this
+    ONNX Runtime has it (the onnxruntime-gpu wheel), else the CPU's."""
+    import onnxruntime as ort
+
+    if meta["target"].get("device") == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return "CUDAExecutionProvider"
+    return "CPUExecutionProvider"
+
+
 def profile_artifact(path: str | Path, *, repeat: int = 20, warmup: int = 3, rpc: str | None = None,
                      compare_ort: str | None = None, inputs: str | Path | None = None, seed: int = 0) -> Profile:
     """Profile an artifact on the first sample of `inputs`, of its calibration data or random inputs (see
@@ -125,7 +136,8 @@ def profile_artifact(path: str | Path, *, repeat: int = 20, warmup: int = 3, rpc
                       kernel_ms, builtin_ms, instrumented, coverage, meta.get("weight_bytes"),
                       meta.get("peak_activation_bytes"), fed)
     if compare_ort:
-        session = ort_session(str(compare_ort))
+        profile.ort_provider = _ort_provider(meta)
+        session = ort_session(str(compare_ort), provider=profile.ort_provider)
         profile.ort_latency = measure_latency(session, feeds, repeat=repeat, warmup=warmup)
         reference = run_session(session, feeds)
         diffs = [float(np.max(np.abs(reference[name].astype(np.float64) - out.astype(np.float64))))

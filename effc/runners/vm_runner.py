@@ -88,7 +88,14 @@ class VMRunner:
         instrumented run calls back into Python around every kernel, which lets the thread pool fall asleep and
         would bill its wake-up to the plain run after it."""
         args = [self.device_tensor(i, x) for i, x in enumerate(inputs)]
-        main = self.vm["main"]
+        vm_main = self.vm["main"]
+        # a GPU runs kernels asynchronously: every timed call (and every instrumented kernel) waits for it
+        sync = (lambda: None) if self.on_host else self.device.sync
+
+        def main(*call_args):
+            vm_main(*call_args)
+            sync()
+
         for _ in range(warmup):
             main(*args, *self.params)
         latency = []
@@ -100,9 +107,11 @@ class VMRunner:
 
         def instrument(func, symbol, before, ret, *rest):
             if before:
+                sync()
                 state["sequence"].append(symbol)
                 state["start"] = time.perf_counter()
             else:
+                sync()
                 run = state["run"]
                 run[symbol] = run.get(symbol, 0.0) + time.perf_counter() - state["start"]
             return 0

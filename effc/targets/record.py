@@ -26,6 +26,8 @@ class ISA:
     whose pmaddubsw adds pairs of products in 16 bits. fpu: the floating-point unit ("neon", "fpv4-sp-d16"; None: no
     hardware floating point, so float kernels are emulated and int8 is the way to run).
     features: the ISA extensions a library built for it needs where it runs (checked when an artifact loads).
+    float_types: the floating-point types its kernels compute in at full speed ("float16", "bfloat16" besides
+    "float32"): what the fp16/bf16 passes and `--precision` may ask for.
     """
 
     vector_bits: int = 128
@@ -35,13 +37,15 @@ class ISA:
     int8_weight_bits: int = 8
     fpu: str | None = "generic"
     features: tuple[str, ...] = ()
+    float_types: tuple[str, ...] = ("float32",)
 
     def lanes(self, dtype_bits: int = 32) -> int:
         """Values of `dtype_bits` in one SIMD register (at least 1)."""
         return max(1, self.vector_bits // dtype_bits)
 
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "int8_dot": list(self.int8_dot), "features": list(self.features)}
+        return {**dataclasses.asdict(self), "int8_dot": list(self.int8_dot), "features": list(self.features),
+                "float_types": list(self.float_types)}
 
     @classmethod
     def from_json(cls, data: dict) -> "ISA":
@@ -49,6 +53,8 @@ class ISA:
         values = {k: v for k, v in data.items() if k in known}
         for key in ("int8_dot", "features"):
             values[key] = tuple(values.get(key) or ())
+        if "float_types" in values:
+            values["float_types"] = tuple(values["float_types"])
         return cls(**values)
 
 

@@ -236,6 +236,19 @@ def _mean_us(run_secs) -> float:
     return 1e6 * sum(values) / len(values)
 
 
+def check_measurable(target, rpc_tracker: str | None) -> None:
+    """EffcError when candidates for `target` cannot be timed: no board for another architecture, no GPU here."""
+    if target.device == "cuda" and not rpc_tracker:
+        import tvm
+
+        if not tvm.cuda(0).exist:
+            raise EffcError(f"--target {target.name} tunes on an NVIDIA GPU, and this machine has none TVM can use: "
+                            "tune on a GPU machine, or with --rpc-tracker and --rpc-key for one")
+    if target.cross_compiler and not rpc_tracker:
+        raise EffcError(f"--target {target.name} runs on another architecture: tune with --rpc-tracker and --rpc-key "
+                        "so a board times the kernels")
+
+
 def tune(model, target, db_dir: str | Path, *, trials: int | None = None, seconds: float | None = None,
          min_flops: float = MIN_FLOPS, rpc_tracker: str | None = None, rpc_key: str | None = None,
          progress: Callable[[float, float, str], None] | None = None, seed: int = 0) -> TuneReport:
@@ -262,12 +275,11 @@ def tune(model, target, db_dir: str | Path, *, trials: int | None = None, second
     db_dir = Path(db_dir).expanduser()
     state = _load_state(db_dir, target.to_json())
     runner, runner_text = _make_runner(rpc_tracker, rpc_key)
-    if target.cross_compiler and not rpc_tracker:
-        raise EffcError(f"--target {target.name} runs on another architecture: tune with --rpc-tracker and --rpc-key "
-                        "so a board times the kernels")
+    check_measurable(target, rpc_tracker)
     report = TuneReport(str(db_dir), target.name, budget_trials=trials, budget_seconds=seconds, runner=runner_text)
     extracted, tvm_target = extract_tasks(model, target)
-    _import_cpu_intrinsics()
+    if target.device == "cpu":
+        _import_cpu_intrinsics()
 
     todo = []
     for task in extracted:

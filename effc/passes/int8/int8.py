@@ -12,7 +12,6 @@ from effc.analysis.weights import int8_weight_qmax
 from effc.calib import CalibrationData
 from effc.errors import EffcError
 from effc.ir import Model
-from effc.targets import ISA
 from effc.ir.folding import fold_batchnorm, fold_weight_subgraphs
 from effc.passes.int8.equalize import equalize
 from effc.passes.int8.gptq import GptqRounding, InputMoments, gptq_supported
@@ -20,6 +19,7 @@ from effc.passes.int8.measure import integer_kernels, noise_stats, sqnr_db
 from effc.passes.int8.plan import QuantPlan, plan_quantization
 from effc.passes.int8.qdq import ActivationFormat, write_qdq
 from effc.pipeline.pass_base import Pass, PassResult, register_pass
+from effc.targets import ISA
 
 RANDOM_CALIBRATION_SAMPLES = 16
 
