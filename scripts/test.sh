@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the tests need (Debian toolchains, Python packages, the aarch64 TVM runtime), then run the suite
-# in tiers: the fast tier (no TVM compile, no large zoo model), then the TVM and zoo tier.
+# in tiers: the fast tier (no TVM compile, no large zoo model, nothing slow), then the TVM, zoo and slow tier.
 #   bash scripts/test.sh            both tiers
 #   bash scripts/test.sh fast       the fast tier only (the inner loop: under 3 minutes on 2 cores)
 #   bash scripts/test.sh -- ARGS    both tiers, ARGS passed to pytest (e.g. -k prune)
@@ -26,8 +26,8 @@ fi
 
 for tier in $tiers; do
   case $tier in
-    fast) marks="not tvm and not zoo" ;;
-    tvm) marks="tvm or zoo" ;;
+    fast) marks="not tvm and not zoo and not slow" ;;
+    tvm) marks="tvm or zoo or slow" ;;
   esac
   echo "== tier: $tier ($marks)"
   status=0

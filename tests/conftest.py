@@ -1,7 +1,7 @@
 """Shared fixtures. Every pipeline run in tests also runs the ONNX checker after each pass.
 
-Tiers: a test that compiles or tunes with TVM is marked `tvm`, one that needs a large zoo model `zoo`; the fast tier
-(`-m "not tvm and not zoo"`) is the rest. The markers are enforced: an unmarked test that reaches a TVM compile,
+Tiers: a test that compiles or tunes with TVM is marked `tvm`, one that needs a large zoo model `zoo`, one that takes
+a minute or more `slow`; the fast tier (`-m "not tvm and not zoo and not slow"`) is the rest. The markers are enforced: an unmarked test that reaches a TVM compile,
 a tuning run or a zoo build fails and says which marker it lacks.
 """
 

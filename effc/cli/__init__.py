@@ -60,7 +60,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 # One module per command in this package, each exposing `command`.
-COMMAND_MODULES = ("inspect", "passes", "targets", "optimize", "verify", "compile", "run", "profile", "tune")
+COMMAND_MODULES = ("inspect", "passes", "targets", "optimize", "verify", "compile", "run", "profile", "tune", "search")
 
 
 def _register_commands() -> None:
