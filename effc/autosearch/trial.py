@@ -71,7 +71,8 @@ class Evaluator:
         stats = model_stats(self.original)
         point = Point("default", {}, quality, 0.0, stats.file_bytes, stats.macs, feasible=True)
         if "latency" in self.objectives:
-            point.latency_ms = self._latency("default", self.work_dir / "original.effc")
+            point.artifact = str(self.work_dir / "original.effc")
+            point.latency_ms = self._latency("default", Path(point.artifact))
         return point
 
     def _latency(self, spec: str, out: Path) -> float:

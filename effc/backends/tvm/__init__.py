@@ -1,9 +1,11 @@
 """The TVM (Relax) backend (backend.py): the ONNX frontend (frontend.py), then the lowering module a target record
 names (`target.lowering`: cpu/), and MetaSchedule tuning (tuning.py).
 
-A lowering module provides `prepare(mod, params, target)`, `relax_pipeline(target, tuning_db=)`,
-`task_passes(target)` (the passes up to the tuning tasks) and `default_schedule(func, target)` (the schedule a
-tuning candidate must beat). Adding a target family is one record type plus one such module.
+A lowering module provides `prepare(mod, params, target)` and `relax_pipeline(target, tuning_db=)` (the backend
+runs tvm.compile here and exports model.so and params.npz), or its own `build(model, target, out_dir, *, progress,
+tuning_db) -> Compiled` when the library cannot be built that way (cuda/: in a child process that loads TVM's CUDA
+runtime); and for tuning `task_passes(target)` (the passes up to the tuning tasks) and `default_schedule(func,
+target)` (the schedule a tuning candidate must beat). Adding a target family is one record type plus one such module.
 """
 
 from __future__ import annotations

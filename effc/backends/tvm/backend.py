@@ -28,30 +28,17 @@ class TVMBackend(Backend):
     def compile(self, model: Model, target: Target, out_dir: Path, *, progress: Callable[[str], None] | None = None,
                 tuning_db: str | None = None) -> Compiled:
         """Fold constants, refuse unimportable ops or dynamic dims, import to Relax, lower for the target, export
-        the library and the (prepared) parameters. A lowering module with a `build(model, target, out_dir, *,
-        library, params, tuning_db, progress) -> dict` builds the library itself (returning weight_bytes,
-        compile_seconds and what else effc.json should record); the others provide `prepare` and
-        `relax_pipeline`, and the build runs here."""
+        the library and the (prepared) parameters. A lowering module with its own `build(model, target, out_dir, *,
+        progress, tuning_db) -> Compiled` builds the artifact's files itself (see effc.backends.tvm); the others
+        provide `prepare` and `relax_pipeline`, and the build runs here."""
         lowering = get_lowering(target)
+        if hasattr(lowering, "build"):
+            return lowering.build(model, target, out_dir, progress=progress, tuning_db=tuning_db)
         say = progress or (lambda text: None)
         say("folding constants")
         model = fold_constants(model)
-        if hasattr(lowering, "build"):  # a lowering that builds its library itself (CUDA: in a child process)
-            built = lowering.build(model, target, out_dir, library=LIBRARY, params=PARAMS, tuning_db=tuning_db,
-                                   progress=say)
-            weight_bytes, seconds = built.pop("weight_bytes"), built.pop("compile_seconds")
-            extra = built
-        else:
-            weight_bytes, seconds = self._build(model, target, lowering, out_dir, tuning_db, say)
-            extra = {}
-        macs = layer_macs(model)
-        producer = {id(t): i for i, n in enumerate(model.graph.nodes) for t in n.outputs}
-        # [name, op, MACs, indices of the nodes producing its inputs]: what the profiler maps kernels onto
-        nodes = [[n.name, n.op, macs.get(n.name, 0), sorted({producer[id(t)] for t in n.inputs if id(t) in producer})]
-                 for n in model.graph.nodes]
-        return Compiled(LIBRARY, PARAMS, {"onnx_nodes": nodes, "weight_bytes": weight_bytes,
-                                          "peak_activation_bytes": peak_activation_bytes(model), "compile_seconds": seconds,
-                                          **extra})
+        weight_bytes, seconds = self._build(model, target, lowering, out_dir, tuning_db, say)
+        return Compiled(LIBRARY, PARAMS, {**profile_extras(model), "weight_bytes": weight_bytes, "compile_seconds": seconds})
 
     @staticmethod
     def _build(model: Model, target: Target, lowering, out_dir: Path, tuning_db: str | None, say) -> tuple[int, dict]:
@@ -81,3 +68,14 @@ class TVMBackend(Backend):
         np.savez(out_dir / PARAMS, **{f"p{i:05d}": v for i, v in enumerate(values)})
         seconds["link"] = time.perf_counter() - start
         return int(sum(v.nbytes for v in values)), seconds
+
+
+def profile_extras(model: Model) -> dict:
+    """What effc.json records for `effc profile` about a model (constants folded): its ONNX nodes as [name, op,
+    MACs, indices of the nodes producing its inputs] in order (what kernels are mapped onto), and its peak
+    activation memory."""
+    macs = layer_macs(model)
+    producer = {id(t): i for i, n in enumerate(model.graph.nodes) for t in n.outputs}
+    nodes = [[n.name, n.op, macs.get(n.name, 0), sorted({producer[id(t)] for t in n.inputs if id(t) in producer})]
+             for n in model.graph.nodes]
+    return {"onnx_nodes": nodes, "peak_activation_bytes": peak_activation_bytes(model)}

@@ -89,11 +89,17 @@ def relax_pipeline(target: Target, *, tuning_db: str | None = None):
     return _pipeline
 
 
-def build(model, target: Target, out_dir: Path, *, library: str, params: str, tuning_db: str | None,
-          progress: Callable[[str], None]) -> dict:
-    """Compile `model` (constants folded) for `target` into `out_dir`/`library` and `params`, in a child process
-    that can load TVM's CUDA runtime; returns what effc.json records about the kernels."""
+def build(model, target: Target, out_dir: Path, *, progress: Callable[[str], None] | None = None,
+          tuning_db: str | None = None):
+    """Compile `model` for `target` into `out_dir` in a child process that can load TVM's CUDA runtime (the
+    lowering's own build: see effc.backends.tvm); returns the backend's Compiled."""
+    from effc.backends.base import Compiled
+    from effc.backends.tvm.backend import LIBRARY, PARAMS, profile_extras
     from effc.backends.tvm.cuda.build import build_in_child
+    from effc.backends.tvm.frontend import fold_constants
 
-    return build_in_child(model, target, out_dir, library=library, params=params, tuning_db=tuning_db,
-                          progress=progress)
+    say = progress or (lambda text: None)
+    say("folding constants")
+    model = fold_constants(model)
+    built = build_in_child(model, target, out_dir, library=LIBRARY, params=PARAMS, tuning_db=tuning_db, progress=say)
+    return Compiled(LIBRARY, PARAMS, {**profile_extras(model), **built})

@@ -1,0 +1,73 @@
+"""Fronts of `effc search`: digits (size and x86 latency, accuracy within 0.5 point) and ResNet-18 on x86 (latency,
+top-1 agreement with the float model >= 0.9), with the time each search took and each point against ONNX Runtime
+running the float model.
+
+    python benchmarks/bench_search.py [--models digits,resnet18] [--trials 24] [--out DIR]
+
+The ratios in the table are measured in this run: the float model on ONNX Runtime is timed right after the search,
+interleaved with the front's best point, on the same inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import effc
+from effc.onnx_runtime import ort_session, random_inputs
+from effc.units import human_bytes
+from effc.zoo import get
+
+SETUPS = {
+    "digits": dict(budget="accuracy_drop<=0.005", metric="top1", objectives=("size", "latency"),
+                   input_shapes={"input": [1, 1, 8, 8]}),
+    "resnet18": dict(budget="accuracy>=0.9", metric="agreement", objectives=("latency",),
+                     input_shapes={"input": [1, 3, 224, 224]}),
+}
+
+
+def interleaved(artifact, session, feeds, repeat: int = 20, rounds: int = 5) -> tuple[float, float]:
+    names = [o.name for o in session.get_outputs()]
+    ours, theirs = [], []
+    for _ in range(rounds):
+        for run, times in ((lambda: artifact(feeds), ours), (lambda: session.run(names, feeds), theirs)):
+            for _ in range(repeat):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+            time.sleep(0.05)
+    return statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="digits,resnet18")
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    out = Path(args.out or tempfile.mkdtemp(prefix="effc-bench-search-"))
+    for name in args.models.split(","):
+        zoo, setup = get(name), SETUPS[name]
+        start = time.monotonic()
+        front = effc.search(zoo.onnx_path, calib=zoo.calib_path, eval=zoo.eval_path, out=out / name, target="x86",
+                            trials=args.trials, seed=0, **setup)
+        minutes = (time.monotonic() - start) / 60
+        model = effc.load_model(zoo.onnx_path, setup["input_shapes"])
+        session = ort_session(model)
+        feeds = random_inputs(model.input_specs())
+        print(f"\n### {name}: {len(front.trials)} trials in {minutes:.1f} min, budget {front.budget} ({front.metric})\n")
+        print("| point | quality | size | x86 ms | ORT float ms | speed-up vs ORT float | size vs float | pipeline |")
+        print("|---|---|---|---|---|---|---|---|")
+        for label, point in [("original", front.original), *((f"#{p.trial}", p) for p in front.points)]:
+            ours, theirs = interleaved(effc.load_artifact(point.artifact), session, feeds)
+            print(f"| {label} | {point.quality:.4f} | {human_bytes(point.size_bytes)} | {ours:.3f} | {theirs:.3f} | "
+                  f"{theirs / ours:.2f}x | {front.original.size_bytes / point.size_bytes:.1f}x smaller | `{point.spec}` |",
+                  flush=True)
+        print(f"\nplot: {out / name / 'front.png'}")
+
+
+if __name__ == "__main__":
+    main()
