@@ -78,8 +78,10 @@ class Front:
         units = {"latency": "latency (ms)", "size": "size (bytes)", "macs": "MACs", "quality": f"{self.metric}"}
         axes.set_xlabel(units.get(x_name, x_name))
         axes.set_ylabel(units.get(y_name, y_name))
-        if x_name in ("size", "macs"):
+        if x_name in ("size", "macs", "latency"):
             axes.set_xscale("log")
+        if y_name in ("size", "macs", "latency"):
+            axes.set_yscale("log")  # latency outliers of a loaded machine would flatten the rest
         axes.set_title(f"{Path(self.model).name} on {self.target}")
         axes.legend()
         figure.tight_layout()
