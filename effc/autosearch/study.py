@@ -22,17 +22,36 @@ STUDY = "effc-search"
 DUPLICATE_LIMIT = 50  # consecutive repeats of measured configurations: the space is used up
 
 
+def _sqlite_lock(url: str):
+    """An exclusive lock on a file beside a SQLite study: SQLite has no SELECT ... FOR UPDATE, so without it two
+    workers can both claim the same enqueued trial (both run it, and the second `tell` fails)."""
+    lock = open(Path(url.removeprefix("sqlite:///")).with_suffix(".lock"), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
 def _storage(url: str | None, out: Path):
     import optuna
 
+    class LockedSQLiteStorage(optuna.storages.RDBStorage):
+        """Claiming a waiting trial (WAITING -> RUNNING) is a check-then-set: done under the file lock."""
+
+        def set_trial_state_values(self, trial_id, state, values=None):
+            if state != optuna.trial.TrialState.RUNNING:
+                return super().set_trial_state_values(trial_id, state, values)
+            lock = _sqlite_lock(self.url)
+            try:
+                return super().set_trial_state_values(trial_id, state, values)
+            finally:
+                lock.close()
+
     url = url or f"sqlite:///{(out / 'study.db').resolve()}"
-    lock = None
-    if url.startswith("sqlite:///"):  # workers starting together would both create the schema of a new file
-        lock = open(Path(url.removeprefix("sqlite:///")).with_suffix(".lock"), "w")
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    sqlite = url.startswith("sqlite:///")
+    lock = _sqlite_lock(url) if sqlite else None  # workers starting together would both create a new file's schema
     try:
-        engine = None if url.startswith("sqlite") else {"pool_pre_ping": True}
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine), url
+        if sqlite:
+            return LockedSQLiteStorage(url), url
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}), url
     except Exception as exc:  # SQLAlchemy raises many types for unreachable or malformed URLs
         raise EffcError(f"--storage {url}: cannot open it ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     finally:
@@ -85,9 +104,14 @@ def search(model: str | os.PathLike, *, calib: str | os.PathLike | None, eval: s
     optuna_study = optuna.create_study(study_name=study, storage=rdb, directions=["minimize"] * len(objectives),
                                        sampler=sampler, load_if_exists=True)
     _check_same_question(optuna_study, str(model), record.name, str(parsed), objectives, metric)
-    if not optuna_study.get_trials(deepcopy=False):
-        for probe in space.probes():
-            optuna_study.enqueue_trial(probe, skip_if_exists=True)
+    lock = _sqlite_lock(url) if url.startswith("sqlite:///") else None  # one worker enqueues the probes
+    try:
+        if not optuna_study.get_trials(deepcopy=False):
+            for probe in space.probes():
+                optuna_study.enqueue_trial(probe, skip_if_exists=True)
+    finally:
+        if lock is not None:
+            lock.close()
     duplicates = [0]
 
     def objective(trial) -> list[float]:
