@@ -26,11 +26,12 @@ fi
 
 for tier in $tiers; do
   case $tier in
-    fast) marks="not tvm and not zoo and not slow" ;;
-    tvm) marks="tvm or zoo or slow" ;;
+    fast) marks="not tvm and not zoo and not slow"; workers=() ;;
+    # compiles are mostly single-threaded: two workers, a file's tests on one (module fixtures compile once)
+    tvm) marks="tvm or zoo or slow"; workers=(-n "$(( $(nproc) < 2 ? 1 : 2 ))" --dist loadfile) ;;
   esac
   echo "== tier: $tier ($marks)"
   status=0
-  python3 -m pytest -q -p no:cacheprovider -m "$marks" "$@" || status=$?
+  python3 -m pytest -q -p no:cacheprovider -m "$marks" "${workers[@]}" "$@" || status=$?
   [ "$status" -eq 0 ] || [ "$status" -eq 5 ] || exit "$status"  # 5: a filter left this tier nothing to run
 done
