@@ -19,6 +19,17 @@ from __future__ import annotations
 from effc.targets import Target
 
 
+def lower_integer(mod, params: list, target: Target):
+    """The QDQ islands of an int8 model as integer Relax (effc.backends.tvm.integer): (module, params, report for
+    effc.json: `integer_islands`, one entry per conv2d/matmul saying whether it runs integer and what or why not).
+    Weights the rewrite keeps int8 stay int8 in the params."""
+    from effc.backends.tvm.integer import bind_params, lift_constants, lower_qdq
+
+    mod, islands = lower_qdq(bind_params(mod, params))
+    mod, values = lift_constants(mod)
+    return mod, values, {"integer_islands": [island.to_json() for island in islands]}
+
+
 def legalize_passes(target: Target) -> list:
     """Every operator to TIR, convolutions through effc's kernels; the weight re-layouts they need are lifted into
     a separate function, `main_transform_params`, that `prepare` runs at compile time."""

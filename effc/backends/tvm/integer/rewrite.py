@@ -146,11 +146,11 @@ def _weight_params(bindings, expr, axis_wanted: int):
     """(int8 weight, per-channel scales) of a constant dequantized weight, or a reason string."""
     dq = _dequantized(bindings, expr)
     if dq is None:
-        return "its weight is not a dequantized constant (float weights or a second activation)"
+        return "its weight is float (not dequantized from int8)"
     wq, scale, zero, axis = dq
     w, sw, zw = _const(wq), _const(scale), _const(zero)
     if w is None or sw is None or zw is None:
-        return "its weight is not a constant"
+        return "its second operand is not a constant (a product of two activations)"
     if w.dtype != np.int8:
         return f"its weight is {w.dtype}"
     if np.any(zw != 0):

@@ -1,0 +1,151 @@
+"""int8 models run as integer arithmetic inside TVM: the QDQ rewrite (effc.backends.tvm.integer) on digits for x86,
+checked against ONNX Runtime on effc's int8 ONNX model, in the TIR, and in the artifact's params."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+
+import effc
+from effc.calib import CalibrationData
+from effc.ir import load_model
+from effc.onnx_runtime import run_model
+from effc.pipeline.context import Context
+from effc.targets import get_target
+from effc.zoo import get
+
+SHAPE = [1, 1, 8, 8]
+
+
+@functools.cache
+def _int8_digits(target: str):
+    """digits quantized by effc's int8 pass for `target`, its input pinned to one image."""
+    z = get("digits")
+    ctx = Context(calibration=CalibrationData.load(z.calib_path), target=target)
+    model = effc.optimize(load_model(z.onnx_path), "int8", ctx).model
+    model.graph.inputs[0].shape = SHAPE
+    return model
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """digits compiled for x86 as int8 and as float, once for this module."""
+    folder = tmp_path_factory.mktemp("integer")
+    z = get("digits")
+    int8 = effc.compile(z.onnx_path, "x86", pipeline="int8", ctx=Context(calibration=CalibrationData.load(z.calib_path)),
+                        out=folder / "int8.effc", input_shapes={"input": SHAPE})
+    float_ = effc.compile(z.onnx_path, "x86", out=folder / "float.effc", input_shapes={"input": SHAPE})
+    return folder, int8, float_
+
+
+def _output_step(model) -> np.ndarray:
+    """The granularity of the float output of the last (integer) Gemm: its bias scale, sx * sw per channel."""
+    producer = next(n for n in model.graph.nodes if any(t is model.graph.outputs[0] for t in n.outputs))
+    bias_dq = producer.inputs[2].inputs[0]
+    return np.asarray(bias_dq.inputs[1].values, np.float32)
+
+
+@pytest.mark.tvm
+def test_digits_int8_on_x86_equals_onnxruntime_within_one_step(built):
+    _, artifact, _ = built
+    quantized = artifact.passes.model
+    step = _output_step(quantized)
+    x = np.load(get("digits").eval_path)["input"][:64].astype(np.float32)
+    ours = np.concatenate([artifact(input=x[i:i + 1])["logits"] for i in range(len(x))])
+    reference = np.concatenate([run_model(quantized, {"input": x[i:i + 1]})["logits"] for i in range(len(x))])
+    off = np.abs(ours - reference) > step[None, :] * 1.001
+    assert off.mean() <= 0.001, f"{off.sum()} of {off.size} outputs differ by more than one step"
+    assert np.array_equal(ours.argmax(axis=1), reference.argmax(axis=1))
+
+
+@pytest.mark.tvm
+def test_digits_int8_islands_are_all_integer_and_recorded(built):
+    folder, _, _ = built
+    meta = json.loads((folder / "int8.effc" / "effc.json").read_text())
+    islands = meta["integer_islands"]
+    assert [i["op"] for i in islands] == ["conv2d"] * 3 + ["matmul"] * 2
+    assert all(i["integer"] for i in islands), islands
+    assert "requantize to uint8" in islands[0]["detail"]
+
+
+@pytest.mark.tvm
+def test_int8_weights_are_stored_int8_and_the_artifact_is_a_quarter(built):
+    folder, _, _ = built
+    int8 = np.load(folder / "int8.effc" / "params.npz")
+    floats = np.load(folder / "float.effc" / "params.npz")
+    int8_bytes = sum(int8[k].nbytes for k in int8.files)
+    float_bytes = sum(floats[k].nbytes for k in floats.files)
+    big = [int8[k] for k in int8.files if int8[k].size >= 64]
+    assert big and all(a.dtype == np.int8 for a in big if a.ndim >= 2), [(a.dtype, a.shape) for a in big]
+    assert int8_bytes < 0.3 * float_bytes, (int8_bytes, float_bytes)
+
+
+def _integer_tasks(target_name: str):
+    """The fused PrimFuncs (the kernels effc schedules) of digits int8 for `target_name`, after the rewrite."""
+    import tvm
+
+    from effc.backends.tvm.cpu import lowering
+    from effc.backends.tvm.frontend import fold_constants, import_relax
+
+    target = get_target(target_name)
+    mod, params = import_relax(fold_constants(_int8_digits(target_name), dequantize_weights=False))
+    mod, _, _ = lowering.lower_integer(mod, params["main"], target)
+    with target.tvm_target():
+        mod = tvm.transform.Sequential(lowering.task_passes(target))(mod)
+    return mod
+
+
+def _reduction_dtypes(mod) -> set[str]:
+    """"block:dtype" of the buffer every reduction block (conv, matmul, pooling) of the module's PrimFuncs writes."""
+    import tvm
+    from tvm import s_tir
+
+    found: set[str] = set()
+    for _, func in mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        sch = s_tir.Schedule(func)
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
+            stmt = sch.get(block)
+            if any(int(v.iter_type) == 2 for v in stmt.iter_vars):  # IterVar.CommReduce
+                found |= {f"{stmt.name_hint}:{region.source.dtype}" for region in stmt.writes}
+    return found
+
+
+def test_no_float_conv_or_matmul_remains_in_the_tir():
+    written = _reduction_dtypes(_integer_tasks("x86"))
+    products = {w for w in written if "conv" in w or "matmul" in w}
+    assert products, written
+    assert all(w.endswith(":int32") for w in products), products
+
+
+def test_a_matmul_of_two_activations_stays_float_with_its_reason():
+    from tvm import relax
+
+    from effc.backends.tvm.integer import lower_qdq
+
+    bb = relax.BlockBuilder()
+    a = relax.Var("a", relax.TensorType((2, 4), "uint8"))
+    b = relax.Var("b", relax.TensorType((4, 3), "uint8"))
+    scale, zero = relax.const(np.float32(0.1)), relax.const(np.uint8(3))
+    with bb.function("main", [a, b]):
+        with bb.dataflow():
+            fa = bb.emit(relax.op.dequantize(a, scale, zero))
+            fb = bb.emit(relax.op.dequantize(b, scale, zero))
+            out = bb.emit_output(bb.emit(relax.op.matmul(fa, fb)))
+        bb.emit_func_output(out)
+    before = bb.get()
+    after, islands = lower_qdq(before)
+    assert [i.to_json() for i in islands] == [{"op": "matmul", "shape": "4x3", "integer": False,
+                                               "detail": "its second operand is not a constant (a product of two activations)"}]
+    assert after.same_as(before)
+
+
+def test_quantized_model_is_recognised():
+    from effc.backends.tvm.backend import is_quantized
+
+    assert not is_quantized(load_model(get("digits").onnx_path))
+    assert is_quantized(_int8_digits("x86"))
