@@ -149,3 +149,21 @@ def test_quantized_model_is_recognised():
 
     assert not is_quantized(load_model(get("digits").onnx_path))
     assert is_quantized(_int8_digits("x86"))
+
+
+@pytest.mark.tvm
+def test_digits_int8_for_arm_runs_signed_integer_under_qemu_like_onnxruntime(tmp_path):
+    """The arm record's int8 kernels are signed x signed: the int8 pass writes int8 activations, the rewrite keeps
+    them; the artifact runs under qemu-aarch64 (two images: each run starts the emulator)."""
+    z = get("digits")
+    artifact = effc.compile(z.onnx_path, "arm", pipeline="int8", ctx=Context(calibration=CalibrationData.load(z.calib_path)),
+                            out=tmp_path / "arm.effc", input_shapes={"input": SHAPE})
+    quantized = artifact.passes.model
+    assert {n.inputs[2].values.dtype for n in quantized.graph.nodes if n.op == "QuantizeLinear"} == {np.dtype(np.int8)}
+    meta = json.loads((tmp_path / "arm.effc" / "effc.json").read_text())
+    assert all(i["integer"] for i in meta["integer_islands"]) and "to int8" in meta["integer_islands"][0]["detail"]
+    step = _output_step(quantized)
+    for image in np.load(z.eval_path)["input"][:2].astype(np.float32):
+        ours = artifact(input=image[None])["logits"]
+        reference = run_model(quantized, {"input": image[None]})["logits"]
+        assert np.all(np.abs(ours - reference) <= step * 1.001) and ours.argmax() == reference.argmax()
