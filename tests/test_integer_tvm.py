@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -167,3 +168,19 @@ def test_digits_int8_for_arm_runs_signed_integer_under_qemu_like_onnxruntime(tmp
         ours = artifact(input=image[None])["logits"]
         reference = run_model(quantized, {"input": image[None]})["logits"]
         assert np.all(np.abs(ours - reference) <= step * 1.001) and ours.argmax() == reference.argmax()
+
+
+@pytest.mark.tvm
+def test_x86_int8_convolutions_run_vpdpbusd(built):
+    """The host record has AVX-512 VNNI: the convolutions' inner product is `vpdpbusd` (checked in the library's
+    machine code; objdump comes with the compilers the test command installs)."""
+    folder, _, _ = built
+    meta = json.loads((folder / "int8.effc" / "effc.json").read_text())
+    if "avx512_vnni" not in meta["target"]["isa"]["int8_dot"]:
+        pytest.skip("this host's CPU has no AVX-512 VNNI")
+    code = subprocess.run(["objdump", "-d", str(folder / "int8.effc" / "model.so")], capture_output=True, text=True,
+                          check=True).stdout
+    assert "vpdpbusd" in code
+    float_code = subprocess.run(["objdump", "-d", str(folder / "float.effc" / "model.so")], capture_output=True,
+                                text=True, check=True).stdout
+    assert "vpdpbusd" not in float_code

@@ -30,6 +30,21 @@ def lower_integer(mod, params: list, target: Target):
     return mod, values, {"integer_islands": [island.to_json() for island in islands]}
 
 
+def integer_legalize_map(target: Target, float_map: dict) -> dict:
+    """`float_map` with the integer convolution kernels `target.isa.int8_dot` has in front of its conv2d entry."""
+    if "avx512_vnni" not in target.isa.int8_dot:
+        return float_map
+    from effc.backends.tvm.integer import vnni
+
+    float_conv = float_map["relax.nn.conv2d"]
+
+    def conv2d(bb, call):
+        integer = vnni.legalize_conv2d(bb, call)
+        return float_conv(bb, call) if integer is None else integer
+
+    return {**float_map, "relax.nn.conv2d": conv2d}
+
+
 def legalize_passes(target: Target) -> list:
     """Every operator to TIR, convolutions through effc's kernels; the weight re-layouts they need are lifted into
     a separate function, `main_transform_params`, that `prepare` runs at compile time."""
@@ -45,7 +60,7 @@ def legalize_passes(target: Target) -> list:
         convert_layout_pass(lanes),
         relax.backend.DispatchSampling(),
         relax.backend.DispatchSortScan(),
-        relax.transform.LegalizeOps(customize_legalize_map=legalize_map(lanes)),
+        relax.transform.LegalizeOps(customize_legalize_map=integer_legalize_map(target, legalize_map(lanes))),
         relax.transform.LiftTransformParams(),
     ]
 
