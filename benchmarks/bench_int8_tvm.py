@@ -13,6 +13,7 @@ params.npz sizes.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -99,8 +100,8 @@ def main() -> None:
                 int(np.array_equal(ours.argmax(-1), theirs.argmax(-1)))
         samples = min(args.samples, len(evals[key]))
         feeds = {key: evals[key][:1]}
-        ms = interleaved_ms({"tvm_int8": lambda: int8(feeds), "tvm_float": lambda: floats(feeds),
-                             "ort_int8": lambda: session.run(names, feeds)}, args.repeat, args.rounds)
+        ms = interleaved_ms({"tvm_int8": functools.partial(int8, feeds), "tvm_float": functools.partial(floats, feeds),
+                             "ort_int8": functools.partial(session.run, names, feeds)}, args.repeat, args.rounds)
         meta = int8.meta
         integer = sum(1 for i in meta.get("integer_islands", []) if i["integer"])
         islands[name] = [i for i in meta.get("integer_islands", []) if not i["integer"]]
