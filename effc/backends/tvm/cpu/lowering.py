@@ -22,27 +22,16 @@ from effc.targets import Target
 def lower_integer(mod, params: list, target: Target):
     """The QDQ islands of an int8 model as integer Relax (effc.backends.tvm.integer): (module, params, report for
     effc.json: `integer_islands`, one entry per conv2d/matmul saying whether it runs integer and what or why not).
-    Weights the rewrite keeps int8 stay int8 in the params."""
+    Weights the rewrite keeps int8 stay int8 in the params. Convolutions take the integer kernel the target's
+    `isa.int8_dot` has (x86 AVX-512 VNNI: integer.vnni), else TVM's own int32 conv2d."""
     from effc.backends.tvm.integer import bind_params, lift_constants, lower_qdq
 
-    mod, islands = lower_qdq(bind_params(mod, params))
+    kernel = None
+    if "avx512_vnni" in target.isa.int8_dot:
+        from effc.backends.tvm.integer.vnni import conv_kernel as kernel
+    mod, islands = lower_qdq(bind_params(mod, params), conv_kernel=kernel)
     mod, values = lift_constants(mod)
     return mod, values, {"integer_islands": [island.to_json() for island in islands]}
-
-
-def integer_legalize_map(target: Target, float_map: dict) -> dict:
-    """`float_map` with the integer convolution kernels `target.isa.int8_dot` has in front of its conv2d entry."""
-    if "avx512_vnni" not in target.isa.int8_dot:
-        return float_map
-    from effc.backends.tvm.integer import vnni
-
-    float_conv = float_map["relax.nn.conv2d"]
-
-    def conv2d(bb, call):
-        integer = vnni.legalize_conv2d(bb, call)
-        return float_conv(bb, call) if integer is None else integer
-
-    return {**float_map, "relax.nn.conv2d": conv2d}
 
 
 def legalize_passes(target: Target) -> list:
@@ -60,7 +49,7 @@ def legalize_passes(target: Target) -> list:
         convert_layout_pass(lanes),
         relax.backend.DispatchSampling(),
         relax.backend.DispatchSortScan(),
-        relax.transform.LegalizeOps(customize_legalize_map=integer_legalize_map(target, legalize_map(lanes))),
+        relax.transform.LegalizeOps(customize_legalize_map=legalize_map(lanes)),
         relax.transform.LiftTransformParams(),
     ]
 

@@ -10,7 +10,8 @@ becomes:
     yq  = clip(round(float(acc) * (sx * sw[c] / sy)) + zy, lo, hi) ONNX Runtime's requantization (round half to
                                                                    even of one float multiply)
 
-so activations stay uint8/int8 between integer ops. An island that ends in float (a last Gemm) becomes
+so activations stay uint8/int8 between integer ops. Q(max_pool2d/reshape/...(DQ(xq))) at one scale and zero point
+becomes the op on xq itself (exact). An island that ends in float (a last Gemm) becomes
 `float(acc) * (sx * sw[c])` and its bias add stays float. Everything else (elementwise Q/DQ pairs, pooling, an
 Add of two quantized tensors, a matmul of two activations) is left as it is and, for convolutions and matmuls,
 reported as a float island with the reason.
@@ -41,8 +42,12 @@ class Island:
         return {"op": self.op, "shape": self.shape, "integer": self.integer, "detail": self.detail}
 
 
-def lower_qdq(mod) -> tuple[object, list[Island]]:
-    """(module with every rewritable island of `main` in integer Relax, one Island per conv2d/matmul)."""
+def lower_qdq(mod, conv_kernel=None) -> tuple[object, list[Island]]:
+    """(module with every rewritable island of `main` in integer Relax, one Island per conv2d/matmul).
+
+    conv_kernel: a target's integer convolution, `(builder, xq, int8 weight, conv2d attrs, zero point) -> int32
+    NCHW expression or None` (None: Relax's conv2d with out_dtype int32 over the input padded with the zero point).
+    """
     import tvm
     from tvm import relax
 
@@ -52,7 +57,9 @@ def lower_qdq(mod) -> tuple[object, list[Island]]:
     plans, islands = _plan(bindings, uses)
     if not plans:
         return mod, islands
-    new_main = _Rewriter(plans).rewrite(main)
+    rewriter = _rewriter_class()(mod, plans, conv_kernel)
+    new_main = rewriter.visit_expr(main)
+    mod = rewriter.builder_.get()  # the kernels the rewrite added besides the original functions
     mod = tvm.IRModule({**{gvar: f for gvar, f in mod.functions_items()}, mod.get_global_var("main"): new_main},
                        attrs=mod.attrs)
     mod = relax.transform.DeadCodeElimination(["main"])(mod)
@@ -250,12 +257,46 @@ def _clip_bounds(bindings, value, uses):
     return (current.args[0], lo, hi) if lo is not None or hi is not None else None
 
 
+# Ops that commute with dequantize -> quantize at one scale and zero point: max picks the same element in either
+# domain, the others only move elements; so Q(op(DQ(xq))) == op(xq) exactly.
+ORDER_PRESERVING = ("relax.nn.max_pool2d", "relax.reshape", "relax.permute_dims", "relax.squeeze",
+                    "relax.expand_dims", "relax.flatten")
+
+
+@dataclass
+class _Passthrough:
+    """Q(op(DQ(xq))) at one scale and zero point, rewritten as op(xq)."""
+
+    call: object
+    xq: object
+
+
+def _passthrough(bindings, uses, value):
+    inner = value.args[0]
+    call = bindings.get(inner)
+    if _op(call) not in ORDER_PRESERVING or uses.get(inner, 0) != 1:
+        return None
+    dq = _dequantized(bindings, call.args[0])
+    if dq is None:
+        return None
+    same = [_const(a) for a in (value.args[1], dq[1], value.args[2], dq[2])]
+    if any(v is None or v.size != 1 for v in same) or same[0] != same[1] or same[2] != same[3]:
+        return None
+    if str(dq[0].ty.dtype) != str(value.attrs.out_dtype):
+        return None
+    return _Passthrough(call, dq[0])
+
+
 def _plan(bindings, uses) -> tuple[dict, list[Island]]:
-    """{var to replace: _Plan} and one Island per conv2d/matmul."""
+    """{var to replace: _Plan or _Passthrough} and one Island per conv2d/matmul."""
     plans: dict = {}
     claimed: set = set()
     for var, value in bindings.items():
         if _op(value) != Q:
+            continue
+        passthrough = _passthrough(bindings, uses, value)
+        if passthrough is not None:
+            plans[var] = passthrough
             continue
         scale, zero = _const(value.args[1]), _const(value.args[2])
         if scale is None or zero is None or scale.size != 1 or zero.size != 1:
@@ -290,7 +331,7 @@ def _plan(bindings, uses) -> tuple[dict, list[Island]]:
         if _op(value) not in (CONV, MATMUL):
             continue
         if var in claimed:
-            plan = next(p for p in plans.values() if p.anchor.same_as(value))
+            plan = next(p for p in plans.values() if isinstance(p, _Plan) and p.anchor.same_as(value))
             epilogue = plan.out["epilogue"]
             islands.append(Island(plan.kind, _shape(value), True,
                                   f"{epilogue + ' -> ' if epilogue else ''}requantize to {plan.out['dtype']}"))
@@ -316,21 +357,25 @@ def _shape(call) -> str:
 # ---------------------------------------------------------------------------------------------------- rewrite
 
 
-def _integer_island(plan: _Plan, xq, emit):
-    """The integer Relax expression of one plan reading the rewritten `xq`; `emit` binds each intermediate."""
+def _integer_island(plan: _Plan, xq, emit, conv_kernel=None):
+    """The integer Relax expression of one plan reading the rewritten `xq`; `emit` binds each intermediate;
+    `conv_kernel(xq)` gives the int32 convolution (or None: Relax's conv2d)."""
     from tvm import relax
 
     op = relax.op
     w = plan.weight
     if plan.kind == "conv2d":
         attrs = plan.anchor.attrs
-        padding = [int(p) for p in attrs.padding]  # top, left, bottom, right
-        data = xq
-        if any(padding):
-            widths = [0, 0, 0, 0, padding[0], padding[2], padding[1], padding[3]]
-            data = emit(op.nn.pad(xq, widths, pad_value=float(plan.zx)))
-        acc = emit(op.nn.conv2d(data, relax.const(w), strides=[int(s) for s in attrs.strides], padding=[0, 0],
-                           dilation=[int(d) for d in attrs.dilation], groups=int(attrs.groups), out_dtype="int32"))
+        acc = conv_kernel(xq) if conv_kernel is not None else None
+        if acc is None:
+            padding = [int(p) for p in attrs.padding]  # top, left, bottom, right
+            data = xq
+            if any(padding):
+                widths = [0, 0, 0, 0, padding[0], padding[2], padding[1], padding[3]]
+                data = emit(op.nn.pad(xq, widths, pad_value=float(plan.zx)))
+            acc = op.nn.conv2d(data, relax.const(w), strides=[int(s) for s in attrs.strides], padding=[0, 0],
+                               dilation=[int(d) for d in attrs.dilation], groups=int(attrs.groups), out_dtype="int32")
+        acc = emit(acc)
         weight_sums = w.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
         channel_shape = (1, -1, 1, 1)
     else:
@@ -357,9 +402,9 @@ def _rewriter_class():
 
     @mutator
     class Rewriter(PyExprMutator):
-        def __init__(self, plans):
-            super().__init__()
-            self.plans = plans
+        def __init__(self, mod, plans, conv_kernel):
+            super().__init__(mod)
+            self.plans, self.conv_kernel = plans, conv_kernel
 
         def visit_var_binding_(self, binding):
             plan = self.plans.get(binding.var)
@@ -370,18 +415,21 @@ def _rewriter_class():
             def emit(expr):
                 return self.builder_.emit(self.builder_.normalize(expr))
 
-            value = self.builder_.normalize(_integer_island(plan, self.visit_expr(plan.xq), emit))
+            if isinstance(plan, _Passthrough):
+                call = plan.call
+                value = self.builder_.normalize(relax.Call(call.op, [self.visit_expr(plan.xq), *(self.visit_expr(a) for a in call.args[1:])], call.attrs))
+            else:
+                value = self.builder_.normalize(
+                    _integer_island(plan, self.visit_expr(plan.xq), emit, self.kernel(plan)))
             kind = relax.DataflowVar if isinstance(binding.var, relax.DataflowVar) else relax.Var
             new_var = kind(binding.var.name, value.ty)
             self.builder_.emit_normalized(relax.VarBinding(new_var, value))
             self.set_var_remap(binding.var, new_var)
 
+        def kernel(self, plan):
+            if plan.kind != "conv2d" or self.conv_kernel is None:
+                return None
+            return lambda xq: self.conv_kernel(self.builder_, xq, plan.weight, plan.anchor.attrs, plan.zx)
+
     return Rewriter
 
-
-class _Rewriter:
-    def __init__(self, plans):
-        self.plans = plans
-
-    def rewrite(self, func):
-        return _rewriter_class()(self.plans).visit_expr(func)

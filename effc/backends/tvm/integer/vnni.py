@@ -2,9 +2,8 @@
 
 `vpdpbusd` multiplies 4 uint8 activations (one 32-bit lane, broadcast) by 16 x 4 int8 weights and adds each group
 of 4 into one of 16 int32 accumulators. So the kernel reads its input as [N, C/4, H, W, 4] (packed inside the
-kernel from NCHW, channels padded to a multiple of 4 with zeros whose weights are zero too) and its weights as
-[O/16, C/4, KH, KW, 16, 4] (packed by a separate function on the weights alone, which LiftTransformParams moves
-to compile time), accumulates [N, O/16, OH, OW, 16] in registers (a row tile of output pixels x 16 channels) and
+kernel from NCHW, spatially padded with the zero point, channels padded to a multiple of 4 whose weights are zero)
+and its weights as [O/16, C/4, KH, KW, 16, 4] (packed at compile time), accumulates [N, O/16, OH, OW, 16] in registers (a row tile of output pixels x 16 channels) and
 writes NCHW back through the fused requantization.
 
 TVM 0.27's own `dot_16x4_vnni` intrinsic does not build with its bundled LLVM 22 (it passes <16 x i32> operands
@@ -15,6 +14,8 @@ the operands reinterpreted as u8x64 and i8x64.
 from __future__ import annotations
 
 import functools
+
+import numpy as np
 
 PACK_DATA_BLOCK = "effc_int8_pack_data"
 CONV_BLOCK = "effc_conv2d_u8s8_vnni"
@@ -58,40 +59,35 @@ def register_intrinsic() -> str:
     return INTRIN
 
 
-def supported(data_dtype: str, weight_dtype: str, out_dtype: str, groups: int, out_channels: int) -> bool:
-    return (data_dtype == "uint8" and weight_dtype == "int8" and out_dtype == "int32" and groups == 1
-            and out_channels % OUT_BLOCK == 0)
-
-
-def pack_weight(weight):
+def pack_weight(weight: np.ndarray) -> np.ndarray:
     """[O, C, KH, KW] int8 -> [O/16, ceil(C/4), KH, KW, 16, 4], channels past C zero."""
-    from tvm import te, tirx
-
-    out_channels, channels, kh, kw = (int(d) for d in weight.shape)
+    out_channels, channels, kh, kw = weight.shape
     blocks = -(-channels // IN_BLOCK)
-
-    def value(ob, cb, y, x, oi, ci):
-        c = cb * IN_BLOCK + ci
-        return tirx.if_then_else(c < channels, weight[ob * OUT_BLOCK + oi, tirx.min(c, channels - 1), y, x],
-                                 tirx.const(0, "int8"))
-
-    return te.compute((out_channels // OUT_BLOCK, blocks, kh, kw, OUT_BLOCK, IN_BLOCK), value, name="effc_int8_pack_weight")
+    padded = np.zeros((out_channels, blocks * IN_BLOCK, kh, kw), np.int8)
+    padded[:, :channels] = weight
+    packed = padded.reshape(out_channels // OUT_BLOCK, OUT_BLOCK, blocks, IN_BLOCK, kh, kw)
+    return np.ascontiguousarray(packed.transpose(0, 2, 4, 5, 1, 3))
 
 
-def conv2d(data, packed, strides, dilation, out_channels: int):
-    """NCHW uint8 `data` (already padded) x packed int8 weights -> NCHW int32."""
+def conv2d(data, packed, padding, pad_value: int, strides, dilation, out_channels: int):
+    """NCHW uint8 `data`, padded here with `pad_value` (the zero point), x packed int8 weights -> NCHW int32."""
     from tvm import te, tirx
 
     n, channels, height, width = (int(d) for d in data.shape)
     out_blocks, blocks, kh, kw = (int(d) for d in packed.shape[:4])
+    top, left, bottom, right = padding
     (sh, sw), (dh, dw) = strides, dilation
-    out_h, out_w = (height - (kh - 1) * dh - 1) // sh + 1, (width - (kw - 1) * dw - 1) // sw + 1
+    height_p, width_p = height + top + bottom, width + left + right
+    out_h, out_w = (height_p - (kh - 1) * dh - 1) // sh + 1, (width_p - (kw - 1) * dw - 1) // sw + 1
 
     def lane(b, c, y, x, i):
         ch = c * IN_BLOCK + i
-        return tirx.if_then_else(ch < channels, data[b, tirx.min(ch, channels - 1), y, x], tirx.const(0, "uint8"))
+        inside = tirx.all(ch < channels, y >= top, y < height + top, x >= left, x < width + left)
+        value = data[b, tirx.min(ch, channels - 1), tirx.max(tirx.min(y - top, height - 1), 0),
+                     tirx.max(tirx.min(x - left, width - 1), 0)]
+        return tirx.if_then_else(inside, value, tirx.const(pad_value, "uint8"))
 
-    packed_data = te.compute((n, blocks, height, width, IN_BLOCK), lane, name=PACK_DATA_BLOCK)
+    packed_data = te.compute((n, blocks, height_p, width_p, IN_BLOCK), lane, name=PACK_DATA_BLOCK)
     rc, ry, rx, ri = (te.reduce_axis((0, e), name) for e, name in ((blocks, "rc"), (kh, "ry"), (kw, "rx"), (IN_BLOCK, "ri")))
     acc = te.compute(
         (n, out_blocks, out_h, out_w, OUT_BLOCK),
@@ -103,20 +99,18 @@ def conv2d(data, packed, strides, dilation, out_channels: int):
                       lambda b, o, y, x: acc[b, o // OUT_BLOCK, y, x, o % OUT_BLOCK], name=UNPACK_BLOCK)
 
 
-def legalize_conv2d(bb, call):
-    """The VNNI kernel for a uint8 x int8 -> int32 NCHW conv2d without padding (the integer rewrite pads with the
-    zero point), or None."""
-    attrs = call.attrs
-    data, weight = call.args
-    try:
-        out_channels = int(weight.ty.shape.values[0])
-        static = all(int(d) >= 0 for d in list(data.ty.shape.values) + list(weight.ty.shape.values))
-    except (TypeError, ValueError, AttributeError):
+def conv_kernel(builder, xq, weight: np.ndarray, attrs, zero_point: int):
+    """The integer rewrite's hook (rewrite.ConvKernel): the int32 NCHW conv2d of uint8 `xq` by int8 `weight`
+    through this kernel, padded with `zero_point`; None where it does not apply (signed activations, grouped
+    convs, output channels no multiple of 16)."""
+    from tvm import relax
+
+    if str(xq.ty.dtype) != "uint8" or int(attrs.groups) != 1 or weight.shape[0] % OUT_BLOCK:
         return None
-    if not static or any(int(p) for p in attrs.padding) or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
         return None
-    if not supported(str(data.ty.dtype), str(weight.ty.dtype), str(attrs.out_dtype), int(attrs.groups), out_channels):
-        return None
-    packed = bb.emit(bb.call_te(pack_weight, weight, primfunc_name_hint="effc_int8_pack_weight"))
-    return bb.call_te(conv2d, data, packed, [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation],
-                      out_channels, primfunc_name_hint="effc_conv2d_int8")
+    padding = [int(p) for p in attrs.padding]
+    padding = padding * 2 if len(padding) == 2 else padding
+    return builder.call_te(conv2d, xq, relax.const(pack_weight(weight)), padding, zero_point,
+                           [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation], weight.shape[0],
+                           primfunc_name_hint="effc_conv2d_int8")
