@@ -184,3 +184,22 @@ def test_x86_int8_convolutions_run_vpdpbusd(built):
     float_code = subprocess.run(["objdump", "-d", str(folder / "float.effc" / "model.so")], capture_output=True,
                                 text=True, check=True).stdout
     assert "vpdpbusd" not in float_code
+
+
+@pytest.mark.tvm
+def test_inspect_artifact_lists_islands_and_kernels_say_integer(built):
+    from click.testing import CliRunner
+
+    from effc.cli import cli
+
+    folder, _, _ = built
+    meta = json.loads((folder / "int8.effc" / "effc.json").read_text())
+    assert meta["kernel_arithmetic"] and set(meta["kernel_arithmetic"].values()) == {"integer"}
+    result = CliRunner().invoke(cli, ["inspect", str(folder / "int8.effc"), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["float_islands"] == [] and len(info["integer_islands"]) == 5 and info["kernels"] == {"integer": 5}
+    text = CliRunner().invoke(cli, ["inspect", str(folder / "float.effc")], catch_exceptions=False).output
+    assert "runs in float" in text
+    missing = CliRunner().invoke(cli, ["inspect", str(folder)])
+    assert missing.exit_code == 2 and "not an effc artifact" in missing.output

@@ -63,7 +63,8 @@ class TVMBackend(Backend):
             integer.update(report)
         mod, values = lowering.prepare(mod, values, target)
         executable = tvm.compile(mod, target=target.tvm_target(),
-                                 relax_pipeline=lowering.relax_pipeline(target, tuning_db=tuning_db))
+                                 relax_pipeline=lowering.relax_pipeline(target, tuning_db=tuning_db,
+                                                                      **({} if integer is None else {"report": integer})))
         seconds["build"] = time.perf_counter() - start
         start = time.perf_counter()
         say("linking")

@@ -108,12 +108,26 @@ def default_schedule(func, target: Target):
     return rules_schedule(func, target.isa)
 
 
-def relax_pipeline(target: Target, *, tuning_db: str | None = None):
+def _record_arithmetic(report: dict):
+    import tvm
+
+    from effc.backends.tvm.integer.report import kernel_arithmetic
+
+    @tvm.transform.module_pass(opt_level=0, name="effc_record_kernel_arithmetic")
+    def _record(mod, _ctx):
+        report["kernel_arithmetic"] = kernel_arithmetic(mod)
+        return mod
+
+    return _record
+
+
+def relax_pipeline(target: Target, *, tuning_db: str | None = None, report: dict | None = None):
     """The Relax pipeline (a tvm.transform.Pass) for `target` after `prepare`, given to
     `tvm.compile(..., relax_pipeline=...)`.
 
     tuning_db: a MetaSchedule work directory (database_workload.json, database_tuning_record.json) whose records
-    replace the default schedules of the workloads they cover.
+    replace the default schedules of the workloads they cover. report: a dict that receives `kernel_arithmetic`
+    ({kernel: "integer" | "float"} for its convolutions and matmuls, effc.backends.tvm.integer.report).
     """
     import tvm
     from tvm import relax
@@ -125,6 +139,8 @@ def relax_pipeline(target: Target, *, tuning_db: str | None = None):
     def _pipeline(mod, _ctx):
         with tvm_target:
             passes = fuse_passes()
+            if report is not None:
+                passes.append(_record_arithmetic(report))
             if tuning_db:
                 passes.append(relax.transform.MetaScheduleApplyDatabase(tuning_db))
             passes.append(schedule_pass(target))
