@@ -203,3 +203,15 @@ def test_inspect_artifact_lists_islands_and_kernels_say_integer(built):
     assert "runs in float" in text
     missing = CliRunner().invoke(cli, ["inspect", str(folder)])
     assert missing.exit_code == 2 and "not an effc artifact" in missing.output
+
+
+@pytest.mark.tvm
+def test_arm_dotprod_int8_convolutions_use_sdot(tmp_path):
+    """A cortex-a76 record has dotprod: the signed convolutions' inner product is `sdot` (checked in the machine
+    code, not run)."""
+    z = get("digits")
+    effc.compile(z.onnx_path, "arm", cpu="cortex-a76", pipeline="int8", out=tmp_path / "a76.effc",
+                 ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
+    code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "a76.effc" / "model.so")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "sdot" in code

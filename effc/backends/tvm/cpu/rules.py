@@ -499,32 +499,33 @@ def _schedule_block_generic(sch, block, lanes: int) -> None:
 
 
 # Tried in order; the first that fits a function schedules it.
-def _schedule_int8_vnni_conv(sch, lanes: int, registers: int) -> None:
-    """effc.backends.tvm.integer.vnni's conv: a row tile of output pixels x 16 channels in int32 vector
-    accumulators, one `vpdpbusd` per pixel and 4 input channels; the data packing before it runs in parallel and
-    the requantization is folded into the NCHW write after it."""
-    from effc.backends.tvm.integer import vnni
+def _schedule_int8_dot_conv(sch, lanes: int, registers: int) -> None:
+    """effc.backends.tvm.integer.dot's conv: a row tile of output pixels x one vector of int32 accumulators, one
+    dot-product instruction (`vpdpbusd`, `sdot`) per pixel and 4 input channels; the data packing before it runs
+    in parallel and the requantization is folded into the NCHW write after it."""
+    from effc.backends.tvm.integer import dot
 
-    conv = _find(sch, lambda name: name.startswith(vnni.CONV_BLOCK))
-    pack = _find(sch, lambda name: name.startswith(vnni.PACK_DATA_BLOCK))
-    unpack = _find(sch, lambda name: name.startswith(vnni.UNPACK_BLOCK))
+    conv = _find(sch, lambda name: name.startswith(dot.CONV_BLOCK))
+    pack = _find(sch, lambda name: name.startswith(dot.PACK_DATA_BLOCK))
+    unpack = _find(sch, lambda name: name.startswith(dot.UNPACK_BLOCK))
+    key = _name(sch, conv)[len(dot.CONV_BLOCK):]
     _inline_elementwise(sch, keep=[pack, unpack])
     b, ob, y, x, oi, rc, ry, rx, ri = sch.get_loops(conv)
     extents = _extents(sch, [b, ob, y, x, oi, rc, ry, rx, ri])
-    tile = _largest_divisor(extents[3], min(vnni.MAX_ROW_TILE, registers - MIN_SPARE_REGISTERS))
+    tile = _largest_divisor(extents[3], min(dot.MAX_ROW_TILE, registers - MIN_SPARE_REGISTERS))
     xo, xi = sch.split(x, [None, tile])
     sch.reorder(b, ob, y, xo, rc, ry, rx, xi, oi, ri)
-    _parallel_outer(sch, [b, ob, y], _product(extents) // vnni.IN_BLOCK)
+    _parallel_outer(sch, [b, ob, y], _product(extents) // dot.IN_BLOCK)
     sch.decompose_reduction(conv, rc)
     sch.unroll(xi)
-    sch.tensorize(oi, vnni.register_intrinsic())
+    sch.tensorize(oi, dot.register_intrinsic(key))
     _parallel_outer(sch, sch.get_loops(pack)[:3], _product(extents))
     _fold_epilogue(sch, unpack, lanes)
     _parallel_outer(sch, sch.get_loops(unpack)[:3], _product(extents))
 
 
 RULES = (
-    ("int8-vnni-conv", _schedule_int8_vnni_conv),
+    ("int8-dot-conv", _schedule_int8_dot_conv),
     ("blocked-conv", _schedule_blocked_conv),
     ("blocked-depthwise", _schedule_blocked_depthwise),
     ("pointwise-conv", _schedule_pointwise_conv),
