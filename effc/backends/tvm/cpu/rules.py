@@ -524,8 +524,33 @@ def _schedule_int8_dot_conv(sch, lanes: int, registers: int) -> None:
     _parallel_outer(sch, sch.get_loops(unpack)[:3], _product(extents))
 
 
+def _schedule_int8_depthwise(sch, lanes: int, registers: int) -> None:
+    """effc.backends.tvm.integer.depthwise's conv: per (image, channel) in parallel, its zero-point-padded plane
+    built in cache, then each output row in vectors of int32 accumulators (up to one register of them), the
+    window unrolled; the requantization after it scheduled generically."""
+    from effc.backends.tvm.integer import depthwise
+
+    conv = _find(sch, lambda name: name.startswith(depthwise.CONV_BLOCK))
+    pad = _find(sch, lambda name: name.startswith(depthwise.PAD_BLOCK))
+    _inline_elementwise(sch, keep=[pad])
+    b, c, y, x, ry, rx = sch.get_loops(conv)
+    extents = _extents(sch, [b, c, y, x, ry, rx])
+    width = _largest_divisor(extents[3], lanes)
+    xo, xi = sch.split(x, [None, width])
+    sch.reorder(b, c, y, xo, ry, rx, xi)
+    outer = sch.fuse(b, c)
+    sch.parallel(outer)
+    sch.compute_at(pad, outer)
+    sch.decompose_reduction(conv, ry)
+    sch.unroll(ry)
+    sch.unroll(rx)
+    sch.vectorize(xi)
+    _fold_epilogue(sch, conv, lanes)
+
+
 RULES = (
     ("int8-dot-conv", _schedule_int8_dot_conv),
+    ("int8-depthwise", _schedule_int8_depthwise),
     ("blocked-conv", _schedule_blocked_conv),
     ("blocked-depthwise", _schedule_blocked_depthwise),
     ("pointwise-conv", _schedule_pointwise_conv),

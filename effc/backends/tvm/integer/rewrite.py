@@ -231,6 +231,23 @@ def _bias(bindings, expr, plan: _Plan) -> bool:
     return True
 
 
+def _clip_bound(bindings, expr) -> np.ndarray | None:
+    """A constant clip bound, also as TVM's ONNX frontend writes it: where(isnan(c), inf, c)."""
+    value = _const(expr)
+    if value is not None:
+        return value
+    where = bindings.get(expr)
+    if _op(where) != "relax.where":
+        return None
+    test = bindings.get(where.args[0])
+    if _op(test) != "relax.isnan":
+        return None
+    tested, if_nan, otherwise = _const(test.args[0]), _const(where.args[1]), _const(where.args[2])
+    if tested is None or if_nan is None or otherwise is None:
+        return None
+    return np.where(np.isnan(tested), if_nan, otherwise)
+
+
 def _clip_bounds(bindings, value, uses):
     """(inner expr, lo, hi) for relu(x) or minimum(maximum(x, lo), hi) (either order, either bound), else None."""
     op = _op(value)
@@ -241,7 +258,7 @@ def _clip_bounds(bindings, value, uses):
         op = _op(current)
         if op not in ("relax.maximum", "relax.minimum"):
             break
-        bound = _const(current.args[1])
+        bound = _clip_bound(bindings, current.args[1])
         if bound is None or bound.size != 1:
             return None
         if op == "relax.maximum":
