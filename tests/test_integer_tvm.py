@@ -43,8 +43,11 @@ def built(tmp_path_factory):
 
 
 def _output_step(model) -> np.ndarray:
-    """The granularity of the float output of the last (integer) Gemm: its bias scale, sx * sw per channel."""
+    """The quantization step of the graph's output: its scale where it is dequantized, else (the float output of
+    an integer Gemm/Conv) its bias scale, sx * sw per channel."""
     producer = next(n for n in model.graph.nodes if any(t is model.graph.outputs[0] for t in n.outputs))
+    if producer.op == "DequantizeLinear":
+        return np.asarray(producer.inputs[1].values, np.float32).reshape(-1)
     bias_dq = producer.inputs[2].inputs[0]
     return np.asarray(bias_dq.inputs[1].values, np.float32)
 
@@ -215,3 +218,43 @@ def test_arm_dotprod_int8_convolutions_use_sdot(tmp_path):
     code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "a76.effc" / "model.so")],
                           capture_output=True, text=True, check=True).stdout
     assert "sdot" in code
+
+
+def _mobile_block(tmp_path) -> str:
+    """A MobileNet-style block as an ONNX file: depthwise 3x3 (16 channels) -> Clip(0, 6) -> pointwise 1x1 to 24 (not a whole
+    number of 16-lane vectors)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (16, 1, 3, 3)).astype(np.float32), "dw"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 16).astype(np.float32), "dw_b"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (24, 16, 1, 1)).astype(np.float32), "pw"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 24).astype(np.float32), "pw_b"),
+             numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "dw", "dw_b"], ["d"], "dw", group=16, pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+             helper.make_node("Clip", ["d", "lo", "hi"], ["c"], "relu6"),
+             helper.make_node("Conv", ["c", "pw", "pw_b"], ["y"], "pw", kernel_shape=[1, 1])]
+    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 14, 14])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 14, 14])], inits)
+    path = str(tmp_path / "block.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.tvm
+def test_depthwise_clip_pointwise_run_integer_like_onnxruntime(tmp_path):
+    path = _mobile_block(tmp_path)
+    rng = np.random.default_rng(1)
+    calibration = CalibrationData({"x": rng.normal(0, 1, (8, 1, 16, 14, 14)).astype(np.float32).reshape(8, 16, 14, 14)})
+    artifact = effc.compile(path, "x86", pipeline="int8", ctx=Context(calibration=calibration), out=tmp_path / "b.effc")
+    islands = artifact.meta["integer_islands"]
+    assert [i["integer"] for i in islands] == [True, True], islands
+    assert islands[0]["detail"].startswith("bias+clip")  # ReLU6 folded into the depthwise conv's requantization
+    assert set(artifact.meta["kernel_arithmetic"].values()) == {"integer"}
+    quantized = artifact.passes.model
+    for x in rng.normal(0, 1, (3, 1, 16, 14, 14)).astype(np.float32):
+        ours, reference = artifact(x=x)["y"], run_model(quantized, {"x": x})["y"]
+        step = _output_step(quantized)
+        step = step.reshape(1, -1, 1, 1) if step.size > 1 else step
+        assert np.mean(np.abs(ours - reference) > step * 1.001) <= 0.001

@@ -4,7 +4,8 @@ A dot-product instruction multiplies 4 activations (one 32-bit lane, broadcast) 
 adds each group of 4 into one of `lanes` int32 accumulators: x86 AVX-512 VNNI `vpdpbusd` (uint8 activations, 16
 lanes), ARM `sdot` (int8 activations, 4 lanes). So the kernel reads its input as [N, C/4, H, W, 4] (packed inside
 the kernel from NCHW, spatially padded with the zero point, channels padded to a multiple of 4 whose weights are
-zero) and its weights as [O/lanes, C/4, KH, KW, lanes, 4] (packed at compile time), accumulates
+zero) and its weights as [O/lanes, C/4, KH, KW, lanes, 4] (packed at compile time, output channels padded to
+whole vectors), accumulates
 [N, O/lanes, OH, OW, lanes] in registers (rules.py: a row tile of output pixels x `lanes` channels, one
 instruction per pixel and 4 input channels) and writes NCHW back through the fused requantization.
 
@@ -93,12 +94,12 @@ def register_intrinsic(key: str) -> str:
 
 
 def pack_weight(weight: np.ndarray, lanes: int) -> np.ndarray:
-    """[O, C, KH, KW] int8 -> [O/lanes, ceil(C/4), KH, KW, lanes, 4], channels past C zero."""
+    """[O, C, KH, KW] int8 -> [ceil(O/lanes), ceil(C/4), KH, KW, lanes, 4], channels past O and C zero."""
     out_channels, channels, kh, kw = weight.shape
-    blocks = -(-channels // IN_BLOCK)
-    padded = np.zeros((out_channels, blocks * IN_BLOCK, kh, kw), np.int8)
-    padded[:, :channels] = weight
-    packed = padded.reshape(out_channels // lanes, lanes, blocks, IN_BLOCK, kh, kw)
+    out_blocks, blocks = -(-out_channels // lanes), -(-channels // IN_BLOCK)
+    padded = np.zeros((out_blocks * lanes, blocks * IN_BLOCK, kh, kw), np.int8)
+    padded[:out_channels, :channels] = weight
+    packed = padded.reshape(out_blocks, lanes, blocks, IN_BLOCK, kh, kw)
     return np.ascontiguousarray(packed.transpose(0, 2, 4, 5, 1, 3))
 
 
@@ -137,14 +138,14 @@ def conv2d(data, packed, padding, pad_value: int, strides, dilation, out_channel
 def conv_kernel(inst: DotInstruction):
     """The integer rewrite's conv_kernel hook for `inst`: (builder, xq, int8 weight, conv2d attrs, zero point) ->
     the int32 NCHW conv2d through this kernel, or None where it does not apply (activations of the other
-    signedness, grouped convs, output channels no multiple of the lanes)."""
+    signedness, grouped convs)."""
     return functools.partial(_conv_kernel, inst)
 
 
 def _conv_kernel(inst: DotInstruction, builder, xq, weight: np.ndarray, attrs, zero_point: int):
     from tvm import relax
 
-    if str(xq.ty.dtype) != inst.data_dtype or int(attrs.groups) != 1 or weight.shape[0] % inst.lanes:
+    if str(xq.ty.dtype) != inst.data_dtype or int(attrs.groups) != 1:
         return None
     if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
         return None
