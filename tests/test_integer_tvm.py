@@ -102,28 +102,13 @@ def _integer_tasks(target_name: str):
     return mod
 
 
-def _reduction_dtypes(mod) -> set[str]:
-    """"block:dtype" of the buffer every reduction block (conv, matmul, pooling) of the module's PrimFuncs writes."""
-    import tvm
-    from tvm import s_tir
-
-    found: set[str] = set()
-    for _, func in mod.functions_items():
-        if not isinstance(func, tvm.tirx.PrimFunc):
-            continue
-        sch = s_tir.Schedule(func)
-        for block in sch.get_child_blocks(sch.get_sblock("root")):
-            stmt = sch.get(block)
-            if any(int(v.iter_type) == 2 for v in stmt.iter_vars):  # IterVar.CommReduce
-                found |= {f"{stmt.name_hint}:{region.source.dtype}" for region in stmt.writes}
-    return found
-
-
 def test_no_float_conv_or_matmul_remains_in_the_tir():
-    written = _reduction_dtypes(_integer_tasks("x86"))
-    products = {w for w in written if "conv" in w or "matmul" in w}
-    assert products, written
-    assert all(w.endswith(":int32") for w in products), products
+    """Every conv/matmul reduction block of the fused kernels accumulates in int32 (the same TIR walk records
+    `kernel_arithmetic` for `effc profile`)."""
+    from effc.backends.tvm.integer.report import kernel_arithmetic
+
+    kinds = kernel_arithmetic(_integer_tasks("x86"))
+    assert len(kinds) == 5 and set(kinds.values()) == {"integer"}, kinds
 
 
 def test_a_matmul_of_two_activations_stays_float_with_its_reason():

@@ -527,25 +527,28 @@ def _schedule_int8_dot_conv(sch, lanes: int, registers: int) -> None:
 def _schedule_int8_depthwise(sch, lanes: int, registers: int) -> None:
     """effc.backends.tvm.integer.depthwise's conv: per (image, channel) in parallel, its zero-point-padded plane
     built in cache, then each output row in vectors of int32 accumulators (up to one register of them), the
-    window unrolled; the requantization after it scheduled generically."""
+    window unrolled, the requantization folded into each tile's write."""
     from effc.backends.tvm.integer import depthwise
 
     conv = _find(sch, lambda name: name.startswith(depthwise.CONV_BLOCK))
     pad = _find(sch, lambda name: name.startswith(depthwise.PAD_BLOCK))
-    _inline_elementwise(sch, keep=[pad])
+    _inline_elementwise(sch, keep=[conv, pad])
     b, c, y, x, ry, rx = sch.get_loops(conv)
     extents = _extents(sch, [b, c, y, x, ry, rx])
     width = _largest_divisor(extents[3], lanes)
     xo, xi = sch.split(x, [None, width])
     sch.reorder(b, c, y, xo, ry, rx, xi)
+    writer = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(writer, xo)
+    _fold_epilogue(sch, writer, lanes)
     outer = sch.fuse(b, c)
     sch.parallel(outer)
     sch.compute_at(pad, outer)
-    sch.decompose_reduction(conv, ry)
+    sch.vectorize(xi)
     sch.unroll(ry)
     sch.unroll(rx)
-    sch.vectorize(xi)
-    _fold_epilogue(sch, conv, lanes)
+    _unroll_tile_writer(sch, writer, xo)
+    sch.decompose_reduction(conv, ry)
 
 
 RULES = (
