@@ -243,3 +243,19 @@ def test_depthwise_clip_pointwise_run_integer_like_onnxruntime(tmp_path):
         step = _output_step(quantized)
         step = step.reshape(1, -1, 1, 1) if step.size > 1 else step
         assert np.mean(np.abs(ours - reference) > step * 1.001) <= 0.001
+
+
+@pytest.mark.tvm
+def test_layers_kept_float_are_float_islands_with_their_reason(tmp_path):
+    """int8(exclude=Gemm): the convolutions run integer, the two Gemms stay float, the artifact says why, and
+    the outputs still equal ORT's on the mixed model."""
+    z = get("digits")
+    artifact = effc.compile(z.onnx_path, "x86", pipeline="int8(exclude=Gemm)", out=tmp_path / "mixed.effc",
+                            ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
+    islands = artifact.meta["integer_islands"]
+    assert [i["integer"] for i in islands] == [True, True, True, False, False]
+    assert islands[-1]["detail"] == "its input is not dequantized from int8 (a float input)"
+    assert sorted(artifact.meta["kernel_arithmetic"].values()) == ["float", "float", "integer", "integer", "integer"]
+    x = np.load(z.eval_path)["input"][:1].astype(np.float32)
+    np.testing.assert_allclose(artifact(input=x)["logits"], run_model(artifact.passes.model, {"input": x})["logits"],
+                               rtol=0, atol=1e-4)
