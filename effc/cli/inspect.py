@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import click
 from rich.table import Table
@@ -47,12 +48,18 @@ def inspect_model(model) -> dict:
 
 
 @click.command("inspect")
-@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("model_path", metavar="MODEL|ARTIFACT", type=click.Path())
 @input_shape_option
 @click.option("--layers/--no-layers", default=True, help="Show MACs per layer.")
 @json_option
 def command(model_path: str, input_shapes, layers: bool, as_json: bool) -> None:
-    """Inputs, outputs, opset, op histogram, parameters, MACs and what TVM cannot import."""
+    """Inputs, outputs, opset, op histogram, parameters, MACs and what TVM cannot import; for an artifact folder,
+    its target and which convolutions/matmuls run integer (the float islands and why)."""
+    if Path(model_path).is_dir():
+        from effc.cli.inspect_artifact import command as inspect_artifact
+
+        inspect_artifact(model_path, as_json)
+        return
     remember_for_reproducer(model_path)
     model = load_model(model_path, parse_input_shapes(input_shapes))
     info = inspect_model(model)

@@ -49,12 +49,15 @@ def command(artifact_path, repeat, warmup, top, html_path, compare_ort, inputs_p
 
 
 def profile_table(profile, top: int) -> Table:
-    table = Table("kernel", "calls", "time", "share", "GFLOP/s", "ONNX nodes", title=f"top kernels of {profile.artifact}"
+    integer = any(row.arithmetic for row in profile.kernels)
+    columns = ("kernel", "calls", "time", "share", "GFLOP/s", "ONNX nodes") + (("arithmetic",) if integer else ())
+    table = Table(*columns, title=f"top kernels of {profile.artifact}"
                   + (" (emulated under qemu)" if profile.emulated else ""), title_justify="left")
     for row in profile.kernels[:top]:
         nodes = ", ".join(row.onnx_nodes[:3]) + (f" +{len(row.onnx_nodes) - 3}" if len(row.onnx_nodes) > 3 else "")
-        table.add_row(row.name, str(row.calls), f"{row.median_ms:.3f} ms", f"{100 * row.share:.1f}%",
-                      f"{row.gflops:.2f}" if row.gflops else "-", nodes or "-")
+        cells = [row.name, str(row.calls), f"{row.median_ms:.3f} ms", f"{100 * row.share:.1f}%",
+                 f"{row.gflops:.2f}" if row.gflops else "-", nodes or "-"]
+        table.add_row(*cells, *([row.arithmetic or "-"] if integer else []))
     return table
 
 

@@ -45,6 +45,7 @@ class KernelRow:
     onnx_nodes: list[str] = field(default_factory=list)
     macs: int = 0
     gflops: float | None = None  # 2*MACs / time, when MACs are known
+    arithmetic: str | None = None  # "integer" | "float" for a conv/matmul kernel of an int8 artifact (effc.json)
 
 
 def is_builtin(symbol: str) -> bool:

@@ -126,6 +126,9 @@ def profile_artifact(path: str | Path, *, repeat: int = 20, warmup: int = 3, rpc
     coverage = None
     if timings.kernels_s:
         rows = kernel_rows(timings.kernels_s, timings.sequence, meta.get("onnx_nodes") or [], latency.median_ms)
+        arithmetic = meta.get("kernel_arithmetic") or {}
+        for row in rows:
+            row.arithmetic = arithmetic.get(row.name)
         kernel_ms = sum(r.median_ms for r in rows)
         builtin_ms = sum(statistics.median(v) * 1e3 for k, v in timings.kernels_s.items() if is_builtin(k))
         if timings.instrumented_s:

@@ -36,13 +36,18 @@ class TVMBackend(Backend):
             return lowering.build(model, target, out_dir, progress=progress, tuning_db=tuning_db)
         say = progress or (lambda text: None)
         say("folding constants")
-        model = fold_constants(model)
-        weight_bytes, seconds = self._build(model, target, lowering, out_dir, tuning_db, say)
-        return Compiled(LIBRARY, PARAMS, {**profile_extras(model), "weight_bytes": weight_bytes, "compile_seconds": seconds})
+        integer = hasattr(lowering, "lower_integer") and is_quantized(model)
+        model = fold_constants(model, dequantize_weights=not integer)
+        extras: dict = {}
+        weight_bytes, seconds = self._build(model, target, lowering, out_dir, tuning_db, say, extras if integer else None)
+        return Compiled(LIBRARY, PARAMS, {**profile_extras(model), **extras, "weight_bytes": weight_bytes,
+                                          "compile_seconds": seconds})
 
     @staticmethod
-    def _build(model: Model, target: Target, lowering, out_dir: Path, tuning_db: str | None, say) -> tuple[int, dict]:
-        """Import, lower and export in this process: (weight bytes, seconds per stage)."""
+    def _build(model: Model, target: Target, lowering, out_dir: Path, tuning_db: str | None, say,
+               integer: dict | None = None) -> tuple[int, dict]:
+        """Import, lower and export in this process: (weight bytes, seconds per stage). With `integer` (a dict),
+        the lowering's integer rewrite runs first and its report lands in that dict."""
         import tvm
 
         seconds: dict[str, float] = {}
@@ -52,9 +57,14 @@ class TVMBackend(Backend):
         seconds["import"] = time.perf_counter() - start
         say(f"building for {target.name}")
         start = time.perf_counter()
-        mod, values = lowering.prepare(mod, params.get("main", []), target)
+        values = params.get("main", [])
+        if integer is not None:
+            mod, values, report = lowering.lower_integer(mod, values, target)
+            integer.update(report)
+        mod, values = lowering.prepare(mod, values, target)
         executable = tvm.compile(mod, target=target.tvm_target(),
-                                 relax_pipeline=lowering.relax_pipeline(target, tuning_db=tuning_db))
+                                 relax_pipeline=lowering.relax_pipeline(target, tuning_db=tuning_db,
+                                                                      **({} if integer is None else {"report": integer})))
         seconds["build"] = time.perf_counter() - start
         start = time.perf_counter()
         say("linking")
@@ -68,6 +78,13 @@ class TVMBackend(Backend):
         np.savez(out_dir / PARAMS, **{f"p{i:05d}": v for i, v in enumerate(values)})
         seconds["link"] = time.perf_counter() - start
         return int(sum(v.nbytes for v in values)), seconds
+
+
+def is_quantized(model: Model) -> bool:
+    """Whether `model` holds QDQ int8 weights (DequantizeLinear of a constant)."""
+    import onnx_graphsurgeon as gs
+
+    return any(n.op == "DequantizeLinear" and isinstance(n.inputs[0], gs.Constant) for n in model.graph.nodes)
 
 
 def profile_extras(model: Model) -> dict:

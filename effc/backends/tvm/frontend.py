@@ -28,11 +28,13 @@ def unsupported_nodes(model: Model) -> list[tuple[str, str]]:
             if n.op not in ops or (n.domain not in ("", "ai.onnx", None))]
 
 
-def fold_constants(model: Model) -> Model:
+def fold_constants(model: Model, *, dequantize_weights: bool = True) -> Model:
     """A copy of `model` with every constant subgraph folded: compressed weights decoded, constant QDQ weights
-    dequantized (TVM lowers QDQ to float math anyway), shape arithmetic evaluated."""
+    dequantized unless `dequantize_weights` is False (a lowering with an integer rewrite, effc.backends.tvm.integer,
+    reads them as int8), shape arithmetic evaluated."""
     folded = model.copy()
-    _dequantize_constant_weights(folded)
+    if dequantize_weights:
+        _dequantize_constant_weights(folded)
     folded.graph.fold_constants(size_threshold=None)
     folded.cleanup()
     return folded

@@ -19,6 +19,22 @@ from __future__ import annotations
 from effc.targets import Target
 
 
+def lower_integer(mod, params: list, target: Target):
+    """The QDQ islands of an int8 model as integer Relax (effc.backends.tvm.integer): (module, params, report for
+    effc.json: `integer_islands`, one entry per conv2d/matmul saying whether it runs integer and what or why not).
+    Weights the rewrite keeps int8 stay int8 in the params. Convolutions take the integer kernel the target's
+    `isa.int8_dot` has (x86 AVX-512 VNNI, ARM dotprod: integer.dot), depthwise ones integer.depthwise, others TVM's
+    own int32 conv2d."""
+    from effc.backends.tvm.integer import bind_params, depthwise, dot, lift_constants, lower_qdq
+
+    instruction = dot.instruction_for(target.isa.int8_dot)
+    kernel = depthwise.first_of(dot.conv_kernel(instruction) if instruction is not None else None,
+                                depthwise.conv_kernel)
+    mod, islands = lower_qdq(bind_params(mod, params), conv_kernel=kernel)
+    mod, values = lift_constants(mod)
+    return mod, values, {"integer_islands": [island.to_json() for island in islands]}
+
+
 def legalize_passes(target: Target) -> list:
     """Every operator to TIR, convolutions through effc's kernels; the weight re-layouts they need are lifted into
     a separate function, `main_transform_params`, that `prepare` runs at compile time."""
@@ -93,12 +109,26 @@ def default_schedule(func, target: Target):
     return rules_schedule(func, target.isa)
 
 
-def relax_pipeline(target: Target, *, tuning_db: str | None = None):
+def _record_arithmetic(report: dict):
+    import tvm
+
+    from effc.backends.tvm.integer.report import kernel_arithmetic
+
+    @tvm.transform.module_pass(opt_level=0, name="effc_record_kernel_arithmetic")
+    def _record(mod, _ctx):
+        report["kernel_arithmetic"] = kernel_arithmetic(mod)
+        return mod
+
+    return _record
+
+
+def relax_pipeline(target: Target, *, tuning_db: str | None = None, report: dict | None = None):
     """The Relax pipeline (a tvm.transform.Pass) for `target` after `prepare`, given to
     `tvm.compile(..., relax_pipeline=...)`.
 
     tuning_db: a MetaSchedule work directory (database_workload.json, database_tuning_record.json) whose records
-    replace the default schedules of the workloads they cover.
+    replace the default schedules of the workloads they cover. report: a dict that receives `kernel_arithmetic`
+    ({kernel: "integer" | "float"} for its convolutions and matmuls, effc.backends.tvm.integer.report).
     """
     import tvm
     from tvm import relax
@@ -110,6 +140,8 @@ def relax_pipeline(target: Target, *, tuning_db: str | None = None):
     def _pipeline(mod, _ctx):
         with tvm_target:
             passes = fuse_passes()
+            if report is not None:
+                passes.append(_record_arithmetic(report))
             if tuning_db:
                 passes.append(relax.transform.MetaScheduleApplyDatabase(tuning_db))
             passes.append(schedule_pass(target))

@@ -499,7 +499,61 @@ def _schedule_block_generic(sch, block, lanes: int) -> None:
 
 
 # Tried in order; the first that fits a function schedules it.
+def _schedule_int8_dot_conv(sch, lanes: int, registers: int) -> None:
+    """effc.backends.tvm.integer.dot's conv: a row tile of output pixels x one vector of int32 accumulators, one
+    dot-product instruction (`vpdpbusd`, `sdot`) per pixel and 4 input channels; the data packing before it runs
+    in parallel and the requantization is folded into the NCHW write after it."""
+    from effc.backends.tvm.integer import dot
+
+    conv = _find(sch, lambda name: name.startswith(dot.CONV_BLOCK))
+    pack = _find(sch, lambda name: name.startswith(dot.PACK_DATA_BLOCK))
+    unpack = _find(sch, lambda name: name.startswith(dot.UNPACK_BLOCK))
+    key = _name(sch, conv)[len(dot.CONV_BLOCK):]
+    _inline_elementwise(sch, keep=[pack, unpack])
+    b, ob, y, x, oi, rc, ry, rx, ri = sch.get_loops(conv)
+    extents = _extents(sch, [b, ob, y, x, oi, rc, ry, rx, ri])
+    tile = _largest_divisor(extents[3], min(dot.MAX_ROW_TILE, registers - MIN_SPARE_REGISTERS))
+    xo, xi = sch.split(x, [None, tile])
+    sch.reorder(b, ob, y, xo, rc, ry, rx, xi, oi, ri)
+    _parallel_outer(sch, [b, ob, y], _product(extents) // dot.IN_BLOCK)
+    sch.decompose_reduction(conv, rc)
+    sch.unroll(xi)
+    sch.tensorize(oi, dot.register_intrinsic(key))
+    _parallel_outer(sch, sch.get_loops(pack)[:3], _product(extents))
+    _fold_epilogue(sch, unpack, lanes)
+    _parallel_outer(sch, sch.get_loops(unpack)[:3], _product(extents))
+
+
+def _schedule_int8_depthwise(sch, lanes: int, registers: int) -> None:
+    """effc.backends.tvm.integer.depthwise's conv: per (image, channel) in parallel, its zero-point-padded plane
+    built in cache, then each output row in vectors of int32 accumulators (up to one register of them), the
+    window unrolled, the requantization folded into each tile's write."""
+    from effc.backends.tvm.integer import depthwise
+
+    conv = _find(sch, lambda name: name.startswith(depthwise.CONV_BLOCK))
+    pad = _find(sch, lambda name: name.startswith(depthwise.PAD_BLOCK))
+    _inline_elementwise(sch, keep=[conv, pad])
+    b, c, y, x, ry, rx = sch.get_loops(conv)
+    extents = _extents(sch, [b, c, y, x, ry, rx])
+    width = _largest_divisor(extents[3], lanes)
+    xo, xi = sch.split(x, [None, width])
+    sch.reorder(b, c, y, xo, ry, rx, xi)
+    writer = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(writer, xo)
+    _fold_epilogue(sch, writer, lanes)
+    outer = sch.fuse(b, c)
+    sch.parallel(outer)
+    sch.compute_at(pad, outer)
+    sch.vectorize(xi)
+    sch.unroll(ry)
+    sch.unroll(rx)
+    _unroll_tile_writer(sch, writer, xo)
+    sch.decompose_reduction(conv, ry)
+
+
 RULES = (
+    ("int8-dot-conv", _schedule_int8_dot_conv),
+    ("int8-depthwise", _schedule_int8_depthwise),
     ("blocked-conv", _schedule_blocked_conv),
     ("blocked-depthwise", _schedule_blocked_depthwise),
     ("pointwise-conv", _schedule_pointwise_conv),

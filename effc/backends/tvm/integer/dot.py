@@ -1,0 +1,156 @@
+"""int8 convolutions on dot-product instructions: TE compute, weight packing, the tensor intrinsics.
+
+A dot-product instruction multiplies 4 activations (one 32-bit lane, broadcast) by `lanes` x 4 int8 weights and
+adds each group of 4 into one of `lanes` int32 accumulators: x86 AVX-512 VNNI `vpdpbusd` (uint8 activations, 16
+lanes), ARM `sdot` (int8 activations, 4 lanes). So the kernel reads its input as [N, C/4, H, W, 4] (packed inside
+the kernel from NCHW, spatially padded with the zero point, channels padded to a multiple of 4 whose weights are
+zero) and its weights as [O/lanes, C/4, KH, KW, lanes, 4] (packed at compile time, output channels padded to
+whole vectors), accumulates
+[N, O/lanes, OH, OW, lanes] in registers (rules.py: a row tile of output pixels x `lanes` channels, one
+instruction per pixel and 4 input channels) and writes NCHW back through the fused requantization.
+
+TVM 0.27's own `dot_16x4_vnni` intrinsic does not build with its bundled LLVM 22 (it passes <16 x i32> operands
+where `llvm.x86.avx512.vpdpbusd.512` takes <64 x i8>; see NOTES): `effc_dot_16x4_vnni` is the same description with
+the operands reinterpreted as u8x64 and i8x64. Both are registered here rather than imported: importing
+tvm.s_tir.tensor_intrin parses every target's intrinsics (about 25 s).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+PACK_DATA_BLOCK = "effc_int8_pack_data"
+CONV_BLOCK = "effc_conv2d_dot_"  # + the instruction's key
+UNPACK_BLOCK = "effc_int8_unpack"
+IN_BLOCK = 4  # input channels per 32-bit lane
+MAX_ROW_TILE = 14  # output pixels per register tile (one accumulator vector each)
+
+
+@dataclass(frozen=True)
+class DotInstruction:
+    key: str  # "vnni", "sdot"
+    feature: str  # the ISA.int8_dot entry that provides it
+    data_dtype: str  # the activations it multiplies (weights are int8)
+    lanes: int  # int32 accumulators per vector
+    llvm_intrinsic: str
+
+
+INSTRUCTIONS = (
+    DotInstruction("vnni", "avx512_vnni", "uint8", 16, "llvm.x86.avx512.vpdpbusd.512"),
+    DotInstruction("sdot", "dotprod", "int8", 4, "llvm.aarch64.neon.sdot.v4i32.v16i8"),
+)
+
+
+def instruction_for(int8_dot: tuple[str, ...]) -> DotInstruction | None:
+    """The first dot-product instruction the target's `isa.int8_dot` has, or None."""
+    return next((i for i in INSTRUCTIONS if i.feature in int8_dot), None)
+
+
+def instruction_named(key: str) -> DotInstruction:
+    return next(i for i in INSTRUCTIONS if i.key == key)
+
+
+@functools.cache
+def register_intrinsic(key: str) -> str:
+    """Registers the tensor intrinsic of instruction `key` (once per process; a tuning worker needs it too) and
+    returns its name."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    inst = instruction_named(key)
+    lanes, dtype = inst.lanes, inst.data_dtype
+    vector_bytes = 4 * lanes
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((4,), dtype, offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.writes(c[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((4,), dtype, offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.writes(c[0:lanes])
+            a_bytes = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{dtype}x4"), dtype="int32"), lanes),
+                                    dtype=f"{dtype}x{vector_bytes}")
+            c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(inst.llvm_intrinsic), c.vload([0], dtype=f"int32x{lanes}"),
+                a_bytes, b.vload([0, 0], dtype=f"int8x{vector_bytes}"), dtype=f"int32x{lanes}")
+
+    name = f"effc_dot_{lanes}x4_{key}"
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
+def pack_weight(weight: np.ndarray, lanes: int) -> np.ndarray:
+    """[O, C, KH, KW] int8 -> [ceil(O/lanes), ceil(C/4), KH, KW, lanes, 4], channels past O and C zero."""
+    out_channels, channels, kh, kw = weight.shape
+    out_blocks, blocks = -(-out_channels // lanes), -(-channels // IN_BLOCK)
+    padded = np.zeros((out_blocks * lanes, blocks * IN_BLOCK, kh, kw), np.int8)
+    padded[:out_channels, :channels] = weight
+    packed = padded.reshape(out_blocks, lanes, blocks, IN_BLOCK, kh, kw)
+    return np.ascontiguousarray(packed.transpose(0, 2, 4, 5, 1, 3))
+
+
+def conv2d(data, packed, padding, pad_value: int, strides, dilation, out_channels: int, key: str):
+    """NCHW uint8/int8 `data`, padded here with `pad_value` (the zero point), x packed int8 weights -> NCHW int32,
+    its product block named for instruction `key`."""
+    from tvm import te, tirx
+
+    n, channels, height, width = (int(d) for d in data.shape)
+    out_blocks, blocks, kh, kw, lanes = (int(d) for d in packed.shape[:5])
+    dtype = str(data.dtype)
+    top, left, bottom, right = padding
+    (sh, sw), (dh, dw) = strides, dilation
+    height_p, width_p = height + top + bottom, width + left + right
+    out_h, out_w = (height_p - (kh - 1) * dh - 1) // sh + 1, (width_p - (kw - 1) * dw - 1) // sw + 1
+
+    def lane(b, c, y, x, i):
+        ch = c * IN_BLOCK + i
+        inside = tirx.all(ch < channels, y >= top, y < height + top, x >= left, x < width + left)
+        value = data[b, tirx.min(ch, channels - 1), tirx.max(tirx.min(y - top, height - 1), 0),
+                     tirx.max(tirx.min(x - left, width - 1), 0)]
+        return tirx.if_then_else(inside, value, tirx.const(pad_value, dtype))
+
+    packed_data = te.compute((n, blocks, height_p, width_p, IN_BLOCK), lane, name=PACK_DATA_BLOCK)
+    rc, ry, rx, ri = (te.reduce_axis((0, e), name) for e, name in ((blocks, "rc"), (kh, "ry"), (kw, "rx"), (IN_BLOCK, "ri")))
+    acc = te.compute(
+        (n, out_blocks, out_h, out_w, lanes),
+        lambda b, ob, y, x, oi: te.sum(
+            packed_data[b, rc, y * sh + ry * dh, x * sw + rx * dw, ri].astype("int32")
+            * packed[ob, rc, ry, rx, oi, ri].astype("int32"), axis=[rc, ry, rx, ri]),
+        name=CONV_BLOCK + key)
+    return te.compute((n, out_channels, out_h, out_w),
+                      lambda b, o, y, x: acc[b, o // lanes, y, x, o % lanes], name=UNPACK_BLOCK)
+
+
+def conv_kernel(inst: DotInstruction):
+    """The integer rewrite's conv_kernel hook for `inst`: (builder, xq, int8 weight, conv2d attrs, zero point) ->
+    the int32 NCHW conv2d through this kernel, or None where it does not apply (activations of the other
+    signedness, grouped convs)."""
+    return functools.partial(_conv_kernel, inst)
+
+
+def _conv_kernel(inst: DotInstruction, builder, xq, weight: np.ndarray, attrs, zero_point: int):
+    from tvm import relax
+
+    if str(xq.ty.dtype) != inst.data_dtype or int(attrs.groups) != 1:
+        return None
+    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+        return None
+    padding = [int(p) for p in attrs.padding]
+    padding = padding * 2 if len(padding) == 2 else padding
+    return builder.call_te(conv2d, xq, relax.const(pack_weight(weight, inst.lanes)), padding, zero_point,
+                           [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation], weight.shape[0], inst.key,
+                           primfunc_name_hint="effc_conv2d_int8")

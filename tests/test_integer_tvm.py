@@ -1,0 +1,261 @@
+"""int8 models run as integer arithmetic inside TVM: the QDQ rewrite (effc.backends.tvm.integer) on digits for x86,
+checked against ONNX Runtime on effc's int8 ONNX model, in the TIR, and in the artifact's params."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+import effc
+from effc.calib import CalibrationData
+from effc.ir import load_model
+from effc.onnx_runtime import run_model
+from effc.pipeline.context import Context
+from effc.targets import get_target
+from effc.zoo import get
+
+SHAPE = [1, 1, 8, 8]
+
+
+@functools.cache
+def _int8_digits(target: str):
+    """digits quantized by effc's int8 pass for `target`, its input pinned to one image."""
+    z = get("digits")
+    ctx = Context(calibration=CalibrationData.load(z.calib_path), target=target)
+    model = effc.optimize(load_model(z.onnx_path), "int8", ctx).model
+    model.graph.inputs[0].shape = SHAPE
+    return model
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """digits compiled for x86 as int8 and as float, once for this module."""
+    folder = tmp_path_factory.mktemp("integer")
+    z = get("digits")
+    int8 = effc.compile(z.onnx_path, "x86", pipeline="int8", ctx=Context(calibration=CalibrationData.load(z.calib_path)),
+                        out=folder / "int8.effc", input_shapes={"input": SHAPE})
+    float_ = effc.compile(z.onnx_path, "x86", out=folder / "float.effc", input_shapes={"input": SHAPE})
+    return folder, int8, float_
+
+
+def _output_step(model) -> np.ndarray:
+    """The quantization step of the graph's output: its scale where it is dequantized, else (the float output of
+    an integer Gemm/Conv) its bias scale, sx * sw per channel."""
+    producer = next(n for n in model.graph.nodes if any(t is model.graph.outputs[0] for t in n.outputs))
+    if producer.op == "DequantizeLinear":
+        return np.asarray(producer.inputs[1].values, np.float32).reshape(-1)
+    bias_dq = producer.inputs[2].inputs[0]
+    return np.asarray(bias_dq.inputs[1].values, np.float32)
+
+
+@pytest.mark.tvm
+def test_digits_int8_on_x86_equals_onnxruntime_within_one_step(built):
+    _, artifact, _ = built
+    quantized = artifact.passes.model
+    step = _output_step(quantized)
+    x = np.load(get("digits").eval_path)["input"][:64].astype(np.float32)
+    ours = np.concatenate([artifact(input=x[i:i + 1])["logits"] for i in range(len(x))])
+    reference = np.concatenate([run_model(quantized, {"input": x[i:i + 1]})["logits"] for i in range(len(x))])
+    off = np.abs(ours - reference) > step[None, :] * 1.001
+    assert off.mean() <= 0.001, f"{off.sum()} of {off.size} outputs differ by more than one step"
+    assert np.array_equal(ours.argmax(axis=1), reference.argmax(axis=1))
+
+
+@pytest.mark.tvm
+def test_digits_int8_islands_are_all_integer_and_recorded(built):
+    folder, _, _ = built
+    meta = json.loads((folder / "int8.effc" / "effc.json").read_text())
+    islands = meta["integer_islands"]
+    assert [i["op"] for i in islands] == ["conv2d"] * 3 + ["matmul"] * 2
+    assert all(i["integer"] for i in islands), islands
+    assert "requantize to uint8" in islands[0]["detail"]
+
+
+@pytest.mark.tvm
+def test_int8_weights_are_stored_int8_and_the_artifact_is_a_quarter(built):
+    folder, _, _ = built
+    int8 = np.load(folder / "int8.effc" / "params.npz")
+    floats = np.load(folder / "float.effc" / "params.npz")
+    int8_bytes = sum(int8[k].nbytes for k in int8.files)
+    float_bytes = sum(floats[k].nbytes for k in floats.files)
+    big = [int8[k] for k in int8.files if int8[k].size >= 64]
+    assert big and all(a.dtype == np.int8 for a in big if a.ndim >= 2), [(a.dtype, a.shape) for a in big]
+    assert int8_bytes < 0.3 * float_bytes, (int8_bytes, float_bytes)
+
+
+def _integer_tasks(target_name: str):
+    """The fused PrimFuncs (the kernels effc schedules) of digits int8 for `target_name`, after the rewrite."""
+    import tvm
+
+    from effc.backends.tvm.cpu import lowering
+    from effc.backends.tvm.frontend import fold_constants, import_relax
+
+    target = get_target(target_name)
+    mod, params = import_relax(fold_constants(_int8_digits(target_name), dequantize_weights=False))
+    mod, _, _ = lowering.lower_integer(mod, params["main"], target)
+    with target.tvm_target():
+        mod = tvm.transform.Sequential(lowering.task_passes(target))(mod)
+    return mod
+
+
+def test_no_float_conv_or_matmul_remains_in_the_tir():
+    """Every conv/matmul reduction block of the fused kernels accumulates in int32 (the same TIR walk records
+    `kernel_arithmetic` for `effc profile`)."""
+    from effc.backends.tvm.integer.report import kernel_arithmetic
+
+    kinds = kernel_arithmetic(_integer_tasks("x86"))
+    assert len(kinds) == 5 and set(kinds.values()) == {"integer"}, kinds
+
+
+def test_a_matmul_of_two_activations_stays_float_with_its_reason():
+    from tvm import relax
+
+    from effc.backends.tvm.integer import lower_qdq
+
+    bb = relax.BlockBuilder()
+    a = relax.Var("a", relax.TensorType((2, 4), "uint8"))
+    b = relax.Var("b", relax.TensorType((4, 3), "uint8"))
+    scale, zero = relax.const(np.float32(0.1)), relax.const(np.uint8(3))
+    with bb.function("main", [a, b]):
+        with bb.dataflow():
+            fa = bb.emit(relax.op.dequantize(a, scale, zero))
+            fb = bb.emit(relax.op.dequantize(b, scale, zero))
+            out = bb.emit_output(bb.emit(relax.op.matmul(fa, fb)))
+        bb.emit_func_output(out)
+    before = bb.get()
+    after, islands = lower_qdq(before)
+    assert [i.to_json() for i in islands] == [{"op": "matmul", "shape": "4x3", "integer": False,
+                                               "detail": "its second operand is not a constant (a product of two activations)"}]
+    assert after.same_as(before)
+
+
+def test_quantized_model_is_recognised():
+    from effc.backends.tvm.backend import is_quantized
+
+    assert not is_quantized(load_model(get("digits").onnx_path))
+    assert is_quantized(_int8_digits("x86"))
+
+
+@pytest.mark.tvm
+def test_digits_int8_for_arm_runs_signed_integer_under_qemu_like_onnxruntime(tmp_path):
+    """The arm record's int8 kernels are signed x signed: the int8 pass writes int8 activations, the rewrite keeps
+    them; the artifact runs under qemu-aarch64 (two images: each run starts the emulator)."""
+    z = get("digits")
+    artifact = effc.compile(z.onnx_path, "arm", pipeline="int8", ctx=Context(calibration=CalibrationData.load(z.calib_path)),
+                            out=tmp_path / "arm.effc", input_shapes={"input": SHAPE})
+    quantized = artifact.passes.model
+    assert {n.inputs[2].values.dtype for n in quantized.graph.nodes if n.op == "QuantizeLinear"} == {np.dtype(np.int8)}
+    meta = json.loads((tmp_path / "arm.effc" / "effc.json").read_text())
+    assert all(i["integer"] for i in meta["integer_islands"]) and "to int8" in meta["integer_islands"][0]["detail"]
+    step = _output_step(quantized)
+    for image in np.load(z.eval_path)["input"][:2].astype(np.float32):
+        ours = artifact(input=image[None])["logits"]
+        reference = run_model(quantized, {"input": image[None]})["logits"]
+        assert np.all(np.abs(ours - reference) <= step * 1.001) and ours.argmax() == reference.argmax()
+
+
+@pytest.mark.tvm
+def test_x86_int8_convolutions_run_vpdpbusd(built):
+    """The host record has AVX-512 VNNI: the convolutions' inner product is `vpdpbusd` (checked in the library's
+    machine code; objdump comes with the compilers the test command installs)."""
+    folder, _, _ = built
+    meta = json.loads((folder / "int8.effc" / "effc.json").read_text())
+    if "avx512_vnni" not in meta["target"]["isa"]["int8_dot"]:
+        pytest.skip("this host's CPU has no AVX-512 VNNI")
+    code = subprocess.run(["objdump", "-d", str(folder / "int8.effc" / "model.so")], capture_output=True, text=True,
+                          check=True).stdout
+    assert "vpdpbusd" in code
+    float_code = subprocess.run(["objdump", "-d", str(folder / "float.effc" / "model.so")], capture_output=True,
+                                text=True, check=True).stdout
+    assert "vpdpbusd" not in float_code
+
+
+@pytest.mark.tvm
+def test_inspect_artifact_lists_islands_and_kernels_say_integer(built):
+    from click.testing import CliRunner
+
+    from effc.cli import cli
+
+    folder, _, _ = built
+    meta = json.loads((folder / "int8.effc" / "effc.json").read_text())
+    assert meta["kernel_arithmetic"] and set(meta["kernel_arithmetic"].values()) == {"integer"}
+    result = CliRunner().invoke(cli, ["inspect", str(folder / "int8.effc"), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["float_islands"] == [] and len(info["integer_islands"]) == 5 and info["kernels"] == {"integer": 5}
+    text = CliRunner().invoke(cli, ["inspect", str(folder / "float.effc")], catch_exceptions=False).output
+    assert "runs in float" in text
+    missing = CliRunner().invoke(cli, ["inspect", str(folder)])
+    assert missing.exit_code == 2 and "not an effc artifact" in missing.output
+
+
+@pytest.mark.tvm
+def test_arm_dotprod_int8_convolutions_use_sdot(tmp_path):
+    """A cortex-a76 record has dotprod: the signed convolutions' inner product is `sdot` (checked in the machine
+    code, not run)."""
+    z = get("digits")
+    effc.compile(z.onnx_path, "arm", cpu="cortex-a76", pipeline="int8", out=tmp_path / "a76.effc",
+                 ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
+    code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "a76.effc" / "model.so")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "sdot" in code
+
+
+def _mobile_block(tmp_path) -> str:
+    """A MobileNet-style block as an ONNX file: depthwise 3x3 (16 channels) -> Clip(0, 6) -> pointwise 1x1 to 24 (not a whole
+    number of 16-lane vectors)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (16, 1, 3, 3)).astype(np.float32), "dw"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 16).astype(np.float32), "dw_b"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (24, 16, 1, 1)).astype(np.float32), "pw"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 24).astype(np.float32), "pw_b"),
+             numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "dw", "dw_b"], ["d"], "dw", group=16, pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+             helper.make_node("Clip", ["d", "lo", "hi"], ["c"], "relu6"),
+             helper.make_node("Conv", ["c", "pw", "pw_b"], ["y"], "pw", kernel_shape=[1, 1])]
+    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 14, 14])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 14, 14])], inits)
+    path = str(tmp_path / "block.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.tvm
+def test_depthwise_clip_pointwise_run_integer_like_onnxruntime(tmp_path):
+    path = _mobile_block(tmp_path)
+    rng = np.random.default_rng(1)
+    calibration = CalibrationData({"x": rng.normal(0, 1, (8, 1, 16, 14, 14)).astype(np.float32).reshape(8, 16, 14, 14)})
+    artifact = effc.compile(path, "x86", pipeline="int8", ctx=Context(calibration=calibration), out=tmp_path / "b.effc")
+    islands = artifact.meta["integer_islands"]
+    assert [i["integer"] for i in islands] == [True, True], islands
+    assert islands[0]["detail"].startswith("bias+clip")  # ReLU6 folded into the depthwise conv's requantization
+    assert set(artifact.meta["kernel_arithmetic"].values()) == {"integer"}
+    quantized = artifact.passes.model
+    for x in rng.normal(0, 1, (3, 1, 16, 14, 14)).astype(np.float32):
+        ours, reference = artifact(x=x)["y"], run_model(quantized, {"x": x})["y"]
+        step = _output_step(quantized)
+        step = step.reshape(1, -1, 1, 1) if step.size > 1 else step
+        assert np.mean(np.abs(ours - reference) > step * 1.001) <= 0.001
+
+
+@pytest.mark.tvm
+def test_layers_kept_float_are_float_islands_with_their_reason(tmp_path):
+    """int8(exclude=Gemm): the convolutions run integer, the two Gemms stay float, the artifact says why, and
+    the outputs still equal ORT's on the mixed model."""
+    z = get("digits")
+    artifact = effc.compile(z.onnx_path, "x86", pipeline="int8(exclude=Gemm)", out=tmp_path / "mixed.effc",
+                            ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
+    islands = artifact.meta["integer_islands"]
+    assert [i["integer"] for i in islands] == [True, True, True, False, False]
+    assert islands[-1]["detail"] == "its input is not dequantized from int8 (a float input)"
+    assert sorted(artifact.meta["kernel_arithmetic"].values()) == ["float", "float", "integer", "integer", "integer"]
+    x = np.load(z.eval_path)["input"][:1].astype(np.float32)
+    np.testing.assert_allclose(artifact(input=x)["logits"], run_model(artifact.passes.model, {"input": x})["logits"],
+                               rtol=0, atol=1e-4)
