@@ -68,6 +68,8 @@ class CalibrationData:
         for spec in specs:
             data = arrays[spec.name]
             rank = len(spec.shape or ())
+            if rank == 0 and data.ndim == 0:  # one sample of a scalar input
+                data = data[None]
             if data.ndim not in (rank, rank + 1) or data.ndim == 0:
                 raise EffcError(f"{self.source}: input {spec.name!r} expects samples of rank {rank} (shape {list(spec.shape or ())}), got an array of shape {list(data.shape)}")
             sample_shape = data.shape[1:]
@@ -101,7 +103,7 @@ class CalibrationData:
                 data = bound[spec.name]
                 rank = len(spec.shape or ())
                 part = data[start] if data.ndim == rank + 1 else data[start:stop]
-                feeds[spec.name] = np.ascontiguousarray(part, dtype=spec.dtype)
+                feeds[spec.name] = np.require(part, dtype=spec.dtype, requirements="C")  # keeps rank 0
             yield feeds
 
     def take(self, count: int, specs: Sequence[TensorSpec]) -> "CalibrationData":
