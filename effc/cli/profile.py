@@ -30,6 +30,10 @@ def command(artifact_path, repeat, warmup, top, html_path, compare_ort, inputs_p
 
     if compare_ort and not Path(compare_ort).is_file():
         raise EffcError(f"--compare-ort {compare_ort}: no such file")
+    if html_path:
+        from effc.fileio import check_writable
+
+        check_writable(html_path)
     profile = profile_artifact(artifact_path, repeat=repeat, warmup=warmup, rpc=rpc, compare_ort=compare_ort,
                                inputs=inputs_path)
     if html_path:
