@@ -67,6 +67,21 @@ def run_reference(session, feeds: Sequence[Mapping[str, np.ndarray]], specs: Seq
     return outputs
 
 
+def check_same_inputs(ours: Sequence[TensorSpec], theirs: Sequence[TensorSpec], what: str) -> None:
+    """EffcError naming the first input (name, rank, static dim or dtype) in which `theirs` differs from `ours`."""
+    mine, other = {s.name: s for s in ours}, {s.name: s for s in theirs}
+    if set(mine) != set(other):
+        raise EffcError(f"{what} takes inputs {sorted(other)}, not {sorted(mine)}")
+    for name, spec in mine.items():
+        them = other[name]
+        if spec.dtype != them.dtype:
+            raise EffcError(f"input {name!r} is {spec.dtype} here but {them.dtype} in {what}")
+        if spec.shape is not None and them.shape is not None and (
+                len(spec.shape) != len(them.shape)
+                or any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(spec.shape, them.shape))):
+            raise EffcError(f"input {name!r} has shape {list(spec.shape)} here but {list(them.shape)} in {what}")
+
+
 def latency_of(model: Model, ctx: Context) -> Latency:
     feeds = verification_feeds(model.input_specs(), ctx.calibration, 1, ctx.seed)[0]
     return measure_latency(ort_session(model), feeds, repeat=ctx.latency_repeats)

@@ -47,6 +47,8 @@ def parse_input_shapes(values: tuple[str, ...]) -> dict[str, list[int]]:
         name, sep, dims = value.rpartition("=")
         if not sep or not name:
             raise EffcError(f"--input-shape {value!r}: expected NAME=D0,D1,... such as input=1,3,224,224")
+        if name in shapes:
+            raise EffcError(f"--input-shape {name!r} given twice")
         try:
             shapes[name] = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
         except ValueError:

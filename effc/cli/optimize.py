@@ -48,7 +48,7 @@ def pipeline_options(f):
 def build_pipeline(spec: str | None, recipe: str | None) -> Pipeline:
     if spec and recipe:
         raise EffcError("give --passes or --recipe, not both")
-    return Pipeline.from_recipe(recipe) if recipe else Pipeline.parse(spec or "default")
+    return Pipeline.from_recipe(recipe) if recipe else Pipeline.parse("default" if spec is None else spec)
 
 
 RANDOM_CALIBRATION_SAMPLES = 16

@@ -109,6 +109,15 @@ class Model:
             i += 1
         return f"{prefix}_{i}"
 
+    def check_node_refs(self, names, option: str) -> None:
+        """EffcError when an entry of a pass option naming nodes (`int8(exclude=...)`) is neither a node name nor an
+        op type of this model: a typo, or a value of the wrong type, must not be silently ignored."""
+        known = {n.name for n in self.graph.nodes} | {n.op for n in self.graph.nodes}
+        unknown = [str(name) for name in names if name not in known]
+        if unknown:
+            raise EffcError(f"{option}: {', '.join(repr(u) for u in unknown)} is neither a node name nor an op type of "
+                            f"the model (`effc inspect` lists them)")
+
     def cleanup(self) -> "Model":
         """Drop dead nodes and tensors, then restore topological order."""
         self.graph.cleanup(remove_unused_graph_inputs=False).toposort()
