@@ -59,11 +59,11 @@ def convert_layout_pass(lanes: int):
     import tvm
     from tvm import relax
 
-    def convert(mod, blocked: set[int] | None):
+    def convert(mod, blocked: set[tuple] | None):
         def choose(call):
             layouts = conv2d_layouts(call, lanes)
             if layouts and blocked is not None and _conv_key(call) not in blocked:
-                return {}
+                return {CONV2D: ["NCHW", "OIHW", "NCHW"]}  # {} would let the conv take its input's blocked layout
             return layouts
         return relax.transform.ConvertLayout({}, layout_cb=choose)(mod)
 
@@ -78,9 +78,10 @@ def convert_layout_pass(lanes: int):
     return blocked_or_nchw
 
 
-def _conv_key(call) -> int:
-    # the weight's shape, strides and position identify a conv across ConvertLayout's rewrites of one module
-    return hash((str(call.args[1].ty.shape), str(call.attrs.strides), str(call.attrs.padding), str(call.span)))
+def _conv_key(call) -> tuple:
+    # the weight (a parameter of its own per conv after import) identifies a conv across ConvertLayout's rewrites
+    weight = call.args[1]
+    return (getattr(weight, "name", None) or str(weight), str(weight.ty.shape), str(call.attrs.strides))
 
 
 def _conv_calls(mod, lanes: int) -> list:
@@ -94,7 +95,7 @@ def _conv_calls(mod, lanes: int) -> list:
     return calls
 
 
-def _largest_convertible(mod, keys: list[int], convert):
+def _largest_convertible(mod, keys: list[tuple], convert):
     """Block a prefix of the convolutions (in program order) as long as possible: binary search for the longest prefix
     ConvertLayout accepts (a failure usually sits at one op, so the convs before it convert), the rest stays NCHW."""
     good, low, high = mod, 0, len(keys)
