@@ -185,7 +185,10 @@ def load_model(
     _drop_initializer_inputs(proto)
     if input_shapes:
         _pin_shapes(proto, input_shapes, label)
-    graph = gs.import_onnx(proto)
+    try:
+        graph = gs.import_onnx(proto)
+    except Exception as exc:  # graphsurgeon raises its own and bare Python errors for malformed protos
+        raise EffcError(f"{label}: invalid model: {_first_line(exc)}") from None
     _name_nodes(graph)
     model = Model(graph, {p.key: p.value for p in proto.metadata_props}, label)
     try:
