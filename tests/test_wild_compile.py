@@ -41,9 +41,10 @@ def conv_dropout_conv(dropout: bool = True) -> onnx.ModelProto:
 
 
 def layout_pass_on(model) -> object:
+    from tvm import relax
+
     from effc.backends.tvm.cpu.layout import convert_layout_pass
     from effc.backends.tvm.frontend import import_relax
-    from tvm import relax
 
     mod, _ = import_relax(load_model(model))
     return convert_layout_pass(16)(relax.transform.DecomposeOpsForInference()(mod))

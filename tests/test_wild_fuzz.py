@@ -4,7 +4,6 @@ traceback from inspect, optimize or compile (a few examples for compile: it is t
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings

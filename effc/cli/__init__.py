@@ -76,7 +76,7 @@ def _fail(ctx: click.Context, debug: bool, message: str, code: int) -> None:
     if (ctx.obj or {}).get("json") and code != EXIT_CHECK_FAILED:
         kind, _, text = message.partition(": ")
         click.echo(json.dumps({"error": text if kind in ("error", "check failed", "internal error") else message,
-                               "kind": {"error": "usage", "check failed": "check"}.get(kind, "internal" if code == 3 else kind),
+                               "kind": {"error": "usage", "interrupted": "interrupted"}.get(kind, "internal"),
                                "exit_code": code}))
     click.echo(message, err=True)
     sys.exit(code)

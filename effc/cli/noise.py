@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 CAPTURED_LIMIT = 1 << 20  # bytes of native output kept for a reproducer
 
