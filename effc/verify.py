@@ -71,15 +71,15 @@ def check_same_inputs(ours: Sequence[TensorSpec], theirs: Sequence[TensorSpec], 
     """EffcError naming the first input (name, rank, static dim or dtype) in which `theirs` differs from `ours`."""
     mine, other = {s.name: s for s in ours}, {s.name: s for s in theirs}
     if set(mine) != set(other):
-        raise EffcError(f"{what} takes inputs {sorted(other)}, not {sorted(mine)}")
+        raise EffcError(f"the models have different inputs: {what} takes {sorted(other)}, not {sorted(mine)}")
     for name, spec in mine.items():
         them = other[name]
         if spec.dtype != them.dtype:
-            raise EffcError(f"input {name!r} is {spec.dtype} here but {them.dtype} in {what}")
+            raise EffcError(f"input {name!r} is {spec.dtype} in the reference but {them.dtype} in {what}")
         if spec.shape is not None and them.shape is not None and (
                 len(spec.shape) != len(them.shape)
                 or any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(spec.shape, them.shape))):
-            raise EffcError(f"input {name!r} has shape {list(spec.shape)} here but {list(them.shape)} in {what}")
+            raise EffcError(f"input {name!r} has shape {list(spec.shape)} in the reference but {list(them.shape)} in {what}")
 
 
 def latency_of(model: Model, ctx: Context) -> Latency:
@@ -89,18 +89,12 @@ def latency_of(model: Model, ctx: Context) -> Latency:
 
 def compare_models(reference: Model, candidate: Model, inputs: CalibrationData | None = None, *, samples: int = 8, seed: int = 0) -> Drift:
     """Drift of `candidate` against `reference`, on `inputs` or on random inputs of the right shapes."""
+    check_same_inputs(reference.input_specs(), candidate.input_specs(), "the candidate")
     ref_specs = {s.name: s for s in reference.input_specs()}
-    cand_specs = {s.name: s for s in candidate.input_specs()}
-    if set(ref_specs) != set(cand_specs):
-        raise EffcError(f"the models have different inputs: {sorted(ref_specs)} vs {sorted(cand_specs)}")
     ref_out = [s.name for s in reference.output_specs()]
     cand_out = [s.name for s in candidate.output_specs()]
     if sorted(ref_out) != sorted(cand_out):
         raise EffcError(f"the models have different outputs: {ref_out} vs {cand_out}")
-    for name, spec in ref_specs.items():
-        other = cand_specs[name]
-        if spec.dtype != other.dtype:
-            raise EffcError(f"input {name!r} is {spec.dtype} in the reference but {other.dtype} in the candidate")
     specs = list(ref_specs.values())
     feeds = verification_feeds(specs, inputs, samples, seed)
     ref_session, cand_session = ort_session(reference), ort_session(candidate)
