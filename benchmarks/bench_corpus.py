@@ -51,10 +51,12 @@ def run_one(name: str, path: Path, work: Path) -> dict:
     opt = work / f"{name}.opt.onnx"
     row["optimize --verify"], why, row["optimize_s"] = step("optimize", path, "-o", opt, "--verify")
     art = work / f"{name}.effc"
-    row["compile"], why2, row["compile_s"] = step("compile", path, "-o", art)
+    spec = load_model(path).input_specs()[0]
+    pins = [] if spec.is_static else ["--input-shape", f"{spec.name}=" + ",".join(str(d if isinstance(d, int) else 1) for d in spec.shape)]
+    row["compile"], why2, row["compile_s"] = step("compile", path, "-o", art, *pins)
     row["note"] = why or why2
     if row["compile"] == 0:
-        model = load_model(path)
+        model = load_model(path, {spec.name: [int(v) for v in pins[1].split("=")[1].split(",")]} if pins else None)
         feeds = random_inputs(model.input_specs(), seed=0)
         start = time.perf_counter()
         got = load_artifact(art)(feeds)
