@@ -103,7 +103,7 @@ class Drift:
         return asdict(self)
 
     def within(self, atol: float, rtol: float) -> bool:
-        return self.max_abs <= atol + rtol * self.scale
+        return bool(np.isfinite(self.max_abs)) and self.max_abs <= atol + rtol * self.scale
 
 
 def compare_outputs(reference: list[Mapping[str, np.ndarray]], candidate: list[Mapping[str, np.ndarray]]) -> Drift:
@@ -122,8 +122,13 @@ def compare_outputs(reference: list[Mapping[str, np.ndarray]], candidate: list[M
             r64, c64 = r.astype(np.float64), c.astype(np.float64)
             if r.size == 0:
                 continue
-            max_abs = max(max_abs, float(np.max(np.abs(r64 - c64))))
-            scale = max(scale, float(np.max(np.abs(r64))))
+            diff = np.abs(r64 - c64)
+            # NaN where only one side has it (or Inf against a number) is infinitely far; NaN on both sides agrees
+            diff[np.isnan(r64) & np.isnan(c64)] = 0.0
+            diff[np.isnan(diff)] = np.inf
+            max_abs = max(max_abs, float(np.max(diff)))
+            finite = np.abs(r64[np.isfinite(r64)])
+            scale = max(scale, float(np.max(finite)) if finite.size else 0.0)
             denom = np.linalg.norm(r64) * np.linalg.norm(c64)
             cosine = min(cosine, float(np.dot(r64.ravel(), c64.ravel()) / denom) if denom > 0 else float(np.array_equal(r64, c64)))
             if np.issubdtype(r.dtype, np.floating) and r.ndim >= 1 and r.shape[-1] > 1:

@@ -25,7 +25,15 @@ stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def json_option(f):
-    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON to stdout instead of tables.")(f)
+    return click.option("--json", "as_json", is_flag=True, callback=_remember_json,
+                        help="Print machine-readable JSON to stdout instead of tables (on failure: {\"error\", \"exit_code\"}).")(f)
+
+
+def _remember_json(ctx: click.Context, _param, value: bool) -> bool:
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    root.obj["json"] = value
+    return value
 
 
 def input_shape_option(f):
@@ -39,6 +47,8 @@ def parse_input_shapes(values: tuple[str, ...]) -> dict[str, list[int]]:
         name, sep, dims = value.rpartition("=")
         if not sep or not name:
             raise EffcError(f"--input-shape {value!r}: expected NAME=D0,D1,... such as input=1,3,224,224")
+        if name in shapes:
+            raise EffcError(f"--input-shape {name!r} given twice")
         try:
             shapes[name] = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
         except ValueError:
@@ -97,16 +107,37 @@ def remember_for_reproducer(model_path: str | None, pipeline: str | None = None)
         root.obj["repro"] = {"model": model_path, "pipeline": pipeline}
 
 
-def write_reproducer(ctx: click.Context, exc: BaseException) -> Path | None:
-    """Save the input model, the pipeline and the traceback of an internal error; returns the folder."""
+CRASH_FOLDERS_KEPT = 5
+COPY_MODEL_MAX_BYTES = 16 * 2**20  # larger models are referenced by path, not copied
+
+
+def crash_root() -> Path:
+    return Path(tempfile.gettempdir()) / "effc-crashes"
+
+
+def write_reproducer(ctx: click.Context, exc: BaseException, native_output: str = "") -> Path | None:
+    """Save the input model (a small one; a large one by path), the pipeline, the command, the traceback and what
+    native code printed, in one new folder per failing command; only the newest CRASH_FOLDERS_KEPT are kept."""
     info = (ctx.obj or {}).get("repro")
     if not info:
         return None
-    folder = Path(tempfile.gettempdir()) / f"effc-crash-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder.mkdir(parents=True, exist_ok=True)
-    if info.get("model") and Path(info["model"]).is_file():
-        shutil.copy(info["model"], folder / Path(info["model"]).name)
-    (folder / "pipeline.txt").write_text((info.get("pipeline") or "") + "\n")
-    (folder / "command.txt").write_text(" ".join(sys.argv) + "\n")
-    (folder / "traceback.txt").write_text("".join(traceback.format_exception(exc)))
+    try:
+        root = crash_root()
+        root.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
+        model = Path(info["model"]) if info.get("model") else None
+        if model is not None and model.is_file():
+            if model.stat().st_size <= COPY_MODEL_MAX_BYTES:
+                shutil.copy(model, folder / model.name)
+            else:
+                (folder / "model.txt").write_text(f"{model.resolve()}\n")
+        (folder / "pipeline.txt").write_text((info.get("pipeline") or "") + "\n")
+        (folder / "command.txt").write_text(" ".join(sys.argv) + "\n")
+        (folder / "traceback.txt").write_text("".join(traceback.format_exception(exc)))
+        if native_output:
+            (folder / "native-output.txt").write_text(native_output)
+        for old in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)[:-CRASH_FOLDERS_KEPT]:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError:  # no room for a reproducer: the error line still says what failed
+        return None
     return folder

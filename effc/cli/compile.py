@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from effc.cli.common import (
@@ -17,6 +19,7 @@ from effc.cli.common import (
 from effc.cli.optimize import build_pipeline, ledger_table, make_context, pass_progress, pipeline_options
 from effc.cli.tune import budget_from_options, budget_options, summary_line, tasks_table, tuning_progress
 from effc.errors import EffcError
+from effc.fileio import check_writable, refuse_special
 from effc.ir import load_model
 
 
@@ -57,10 +60,12 @@ def command(model_path, target_name, cpu, precision, spec, recipe, calib_path, r
             raise EffcError(f"--precision fp16: target {target.name} has no float16 compute; it computes in "
                             f"{', '.join(target.isa.float_types)}")
         pipeline = build_pipeline(f"{pipeline},fp16", None)
+    out = output or default_output(model_path, target.name)
+    refuse_special(out, directory=True)
+    check_writable(Path(out).parent / f".{Path(out).name}.probe")
     remember_for_reproducer(model_path, str(pipeline))
     model = load_model(model_path, parse_input_shapes(input_shapes))
     ctx = make_context(model, calib_path=calib_path, random_calib=random_calib, seed=seed, disabled_passes=disabled_passes)
-    out = output or default_output(model_path, target.name)
     progress = (lambda text: None) if as_json else (lambda text: stderr.print(f"[dim]{text}[/]"))
     with pass_progress(ctx), tuning_progress() as tune_progress:
         artifact = effc.compile(model, target, pipeline=pipeline, ctx=ctx, out=out, source=model_path,

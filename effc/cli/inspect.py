@@ -20,6 +20,7 @@ from effc.cli.common import (
 )
 from effc.ir import load_model
 from effc.ir.metrics import layer_macs, model_stats
+from effc.verify import unpinned_dims
 
 
 def inspect_model(model) -> dict:
@@ -40,6 +41,7 @@ def inspect_model(model) -> dict:
         "weight_bytes": stats.weight_bytes,
         "file_bytes": stats.file_bytes,
         "macs": stats.macs,
+        "macs_assume_1_for": unpinned_dims(model.input_specs()),
         "layers": [{"name": name, "op": op, "macs": m} for name, op, m in
                    ((n.name, n.op, macs[n.name]) for n in model.graph.nodes if n.name in macs)],
         "tvm_unsupported": [{"node": node, "op": op} for node, op in unsupported_nodes(model)],
@@ -68,6 +70,9 @@ def command(model_path: str, input_shapes, layers: bool, as_json: bool) -> None:
         return
     stdout.print(f"[bold]{model_path}[/]  opset {info['opset']}, {info['nodes']} nodes, {human_count(info['params'])} parameters "
                  f"({human_bytes(info['weight_bytes'])}), {human_count(info['macs'])} MACs, file {human_bytes(info['file_bytes'])}")
+    if info["macs_assume_1_for"]:
+        stdout.print(f"[yellow]note:[/] MACs assume 1 for the unpinned dims {', '.join(info['macs_assume_1_for'])}; "
+                     "pin them with --input-shape for real figures")
     io = Table("", "name", "shape", "dtype", title="inputs and outputs", title_justify="left")
     for kind in ("inputs", "outputs"):
         for spec in info[kind]:

@@ -24,7 +24,7 @@ from effc.cli.common import (
     to_json_text,
 )
 from effc.errors import EffcError
-from effc.fileio import write_bytes_atomic
+from effc.fileio import check_writable, write_bytes_atomic
 from effc.ir import load_model
 from effc.pipeline import DumpAfter, Instrument, Ledger, PassManager, Pipeline
 from effc.pipeline.context import Context
@@ -48,7 +48,7 @@ def pipeline_options(f):
 def build_pipeline(spec: str | None, recipe: str | None) -> Pipeline:
     if spec and recipe:
         raise EffcError("give --passes or --recipe, not both")
-    return Pipeline.from_recipe(recipe) if recipe else Pipeline.parse(spec or "default")
+    return Pipeline.from_recipe(recipe) if recipe else Pipeline.parse("default" if spec is None else spec)
 
 
 RANDOM_CALIBRATION_SAMPLES = 16
@@ -141,6 +141,9 @@ def command(model_path, output, spec, recipe, calib_path, random_calib, seed, di
             report_path, dump_after, input_shapes, as_json) -> None:
     """Run a pipeline of passes on MODEL and write the result."""
     pipeline = build_pipeline(spec, recipe)
+    for path in (output, report_path):
+        if path:  # before any work: a report that cannot be written must not leave the model written
+            check_writable(path)
     remember_for_reproducer(model_path, str(pipeline))
     model = load_model(model_path, parse_input_shapes(input_shapes))
     ctx = make_context(model, calib_path=calib_path, random_calib=random_calib, seed=seed,
@@ -153,7 +156,11 @@ def command(model_path, output, spec, recipe, calib_path, random_calib, seed, di
     document = {"input": model_path, "output": output, "ledger": result.ledger.to_json(), "reports": result.context.reports,
                 "warnings": result.context.warnings}
     if report_path:
-        write_bytes_atomic(report_path, to_json_text(document).encode())
+        try:
+            write_bytes_atomic(report_path, to_json_text(document).encode())
+        except BaseException:
+            Path(output).unlink(missing_ok=True)
+            raise
     if as_json:
         print_json(document)
         return

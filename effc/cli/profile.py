@@ -30,6 +30,12 @@ def command(artifact_path, repeat, warmup, top, html_path, compare_ort, inputs_p
 
     if compare_ort and not Path(compare_ort).is_file():
         raise EffcError(f"--compare-ort {compare_ort}: no such file")
+    if compare_ort:
+        _check_compare_ort(artifact_path, compare_ort)
+    if html_path:
+        from effc.fileio import check_writable
+
+        check_writable(html_path)
     profile = profile_artifact(artifact_path, repeat=repeat, warmup=warmup, rpc=rpc, compare_ort=compare_ort,
                                inputs=inputs_path)
     if html_path:
@@ -46,6 +52,19 @@ def command(artifact_path, repeat, warmup, top, html_path, compare_ort, inputs_p
         stdout.print(line)
     if html_path:
         stdout.print(f"wrote {html_path}")
+
+
+def _check_compare_ort(artifact_path, model_path) -> None:
+    """The ONNX model beside the artifact must take the same inputs (exit 2 naming the mismatch, before timing)."""
+    import numpy as np
+
+    from effc.artifact import read_meta
+    from effc.ir import TensorSpec, load_model
+    from effc.verify import check_same_inputs
+
+    meta = read_meta(artifact_path)
+    ours = [TensorSpec(i["name"], tuple(i["shape"]), np.dtype(i["dtype"])) for i in meta["inputs"]]
+    check_same_inputs(ours, load_model(model_path).input_specs(), f"--compare-ort {model_path}")
 
 
 def profile_table(profile, top: int) -> Table:

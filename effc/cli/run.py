@@ -18,6 +18,8 @@ def parse_input_files(values: tuple[str, ...]) -> dict[str, np.ndarray]:
         name, sep, path = value.partition("=")
         if not sep or not name or not path:
             raise EffcError(f"--input {value!r}: expected NAME=FILE.npy")
+        if name in feeds:
+            raise EffcError(f"--input {name!r} given twice")
         try:
             feeds[name] = np.load(path, allow_pickle=False)
         except FileNotFoundError:

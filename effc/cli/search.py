@@ -32,7 +32,7 @@ from effc.errors import CheckFailed
               help="latency (on the target), size or macs; repeatable (default: size).")
 @click.option("--target", "target_name", default="ort", show_default=True, help="A target from `effc targets`.")
 @click.option("--cpu", "--arch", "cpu", default=None, help="CPU model or GPU architecture (see effc compile --help).")
-@click.option("--trials", type=int, default=None, help="Completed trials the study should have (all workers together).")
+@click.option("--trials", type=click.IntRange(1), default=None, help="Completed trials the study should have (all workers together).")
 @click.option("--time", "duration", default=None, metavar="DURATION", help="This worker's time budget: 90s, 30m, 1h.")
 @click.option("--recipe", type=click.Path(dir_okay=False), help="A TOML file whose [search] table restricts the space.")
 @click.option("--storage", default=None, metavar="URL", help="Optuna RDB storage (default: sqlite in the output folder).")

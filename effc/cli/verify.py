@@ -15,9 +15,10 @@ from effc.verify import compare_models
 @click.argument("reference", type=click.Path(dir_okay=False))
 @click.argument("candidate", type=click.Path(dir_okay=False))
 @click.option("--inputs", "inputs_path", type=click.Path(), help="Inputs (.npz keyed by input name, or a folder of .npy); random when absent.")
-@click.option("--samples", default=8, show_default=True, help="Samples to compare.")
-@click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance.")
-@click.option("--rtol", default=1e-3, show_default=True, help="Tolerance relative to the reference output's largest magnitude.")
+@click.option("--samples", default=8, show_default=True, type=click.IntRange(1), help="Samples to compare.")
+@click.option("--atol", default=1e-4, show_default=True, type=click.FloatRange(0), help="Absolute tolerance.")
+@click.option("--rtol", default=1e-3, show_default=True, type=click.FloatRange(0),
+              help="Tolerance relative to the reference output's largest magnitude.")
 @input_shape_option
 @json_option
 def command(reference, candidate, inputs_path, samples, atol, rtol, input_shapes, as_json) -> None:

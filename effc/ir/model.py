@@ -76,7 +76,7 @@ class Model:
         # Intermediate shapes are derived data (every consumer infers them) and not free: in a saved file they add
         # bytes, and ONNX Runtime takes them as licence for fusions that can be slower (on the encoder, Add +
         # LayerNormalization became SkipLayerNormalization and ran 15% slower). Exporters do not write them either.
-        del proto.graph.value_info[:]
+        _drop_value_info(proto.graph)
         del proto.metadata_props[:]
         for key, value in sorted(self.metadata.items()):
             proto.metadata_props.add(key=key, value=value)
@@ -109,6 +109,15 @@ class Model:
             i += 1
         return f"{prefix}_{i}"
 
+    def check_node_refs(self, names, option: str) -> None:
+        """EffcError when an entry of a pass option naming nodes (`int8(exclude=...)`) is neither a node name nor an
+        op type of this model: a typo, or a value of the wrong type, must not be silently ignored."""
+        known = {n.name for n in self.graph.nodes} | {n.op for n in self.graph.nodes}
+        unknown = [str(name) for name in names if name not in known]
+        if unknown:
+            raise EffcError(f"{option}: {', '.join(repr(u) for u in unknown)} is neither a node name nor an op type of "
+                            f"the model (`effc inspect` lists them)")
+
     def cleanup(self) -> "Model":
         """Drop dead nodes and tensors, then restore topological order."""
         self.graph.cleanup(remove_unused_graph_inputs=False).toposort()
@@ -139,6 +148,16 @@ class Model:
         return save_model(self, path)
 
 
+def _drop_value_info(graph: onnx.GraphProto) -> None:
+    """Drop intermediate shapes here and in every subgraph: a subgraph's were traced at one size by the exporter (or
+    written by graphsurgeon before a rewrite), and ONNX Runtime trusts them over what it infers."""
+    del graph.value_info[:]
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else attr.graphs:
+                _drop_value_info(sub)
+
+
 def _repack_4bit_constants(graph: gs.Graph) -> None:
     """gs exports loaded 4-bit arrays one byte per value; hand it ONNX's packed tensor instead (cluster indices)."""
     from onnx_graphsurgeon.ir.tensor import LazyValues
@@ -166,7 +185,10 @@ def load_model(
     _drop_initializer_inputs(proto)
     if input_shapes:
         _pin_shapes(proto, input_shapes, label)
-    graph = gs.import_onnx(proto)
+    try:
+        graph = gs.import_onnx(proto)
+    except Exception as exc:  # graphsurgeon raises its own and bare Python errors for malformed protos
+        raise EffcError(f"{label}: invalid model: {_first_line(exc)}") from None
     _name_nodes(graph)
     model = Model(graph, {p.key: p.value for p in proto.metadata_props}, label)
     try:
@@ -275,7 +297,40 @@ def _parse(data: bytes, label: str) -> onnx.ModelProto:
     return proto
 
 
+def _drop_unused_domains(proto: onnx.ModelProto) -> None:
+    """Exporters declare domains no node uses (ai.onnx.training, com.microsoft.nchwc, ...); only used ones matter."""
+    used = _used_domains(proto.graph) | {f.domain for f in proto.functions}
+    for f in proto.functions:
+        used |= {n.domain for n in f.node}
+    keep = [op for op in proto.opset_import if op.domain in ("", "ai.onnx") or op.domain in used or op.domain in KNOWN_DOMAINS]
+    if len(keep) != len(proto.opset_import):
+        del proto.opset_import[:]
+        proto.opset_import.extend(keep)
+
+
+def _used_domains(graph: onnx.GraphProto) -> set[str]:
+    used = set()
+    for node in graph.node:
+        used.add(node.domain)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                used |= _used_domains(sub)
+    return used
+
+
+def _unknown_dims_symbolic(proto: onnx.ModelProto) -> None:
+    """Old exporters (paddle2onnx among them) write `dim_value: -1` for a dynamic dim: make it a named symbolic dim."""
+    for value in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            continue
+        for i, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value < 0:
+                dim.dim_param = f"{value.name}_dim{i}"
+
+
 def _check_header(proto: onnx.ModelProto, label: str) -> None:
+    _drop_unused_domains(proto)
+    _unknown_dims_symbolic(proto)
     local_domains = {f.domain for f in proto.functions}
     unknown = sorted({op.domain for op in proto.opset_import} - KNOWN_DOMAINS - local_domains)
     if unknown:

@@ -49,12 +49,11 @@ class ReferenceOutputs:
     """The pipeline input's outputs on `samples` verification feeds (calibration samples, else random inputs)."""
 
     def __init__(self, model, ctx, samples: int):
-        from effc.onnx_runtime import ort_session, run_session
-        from effc.verify import verification_feeds
+        from effc.onnx_runtime import ort_session
+        from effc.verify import run_reference, verification_feeds
 
         self.feeds = verification_feeds(model.input_specs(), ctx.calibration, samples, ctx.seed)
-        session = ort_session(model)
-        self.outputs = [run_session(session, feed) for feed in self.feeds]
+        self.outputs = run_reference(ort_session(model), self.feeds, model.input_specs())
 
     @classmethod
     def of(cls, model, ctx, samples: int) -> "ReferenceOutputs":

@@ -69,7 +69,7 @@ class VMRunner:
         """Input `index` as a TVM tensor on the device. On the host it is copied into a staging buffer aligned as the
         kernels assume (64 bytes) and shared with TVM without a further copy: creating a TVM tensor from numpy
         costs more than a small model's whole inference."""
-        array = np.ascontiguousarray(array)
+        array = np.require(array, requirements="C")  # np.ascontiguousarray makes a scalar (rank 0) input rank 1
         if not self.on_host:
             return self.tvm.runtime.tensor(array, self.device)
         staging = self._staging.get(index)

@@ -69,6 +69,7 @@ class Cluster(Pass):
 
     def run(self, model: Model, ctx) -> PassResult:
         opts = self.options
+        model.check_node_refs(opts.exclude, "option exclude")
         _check_order(ctx)
         if any(spec.split("(")[0] == "cluster" for spec in ctx.history):
             return PassResult(False, {"clustered_layers": 0})  # weights are decoders now; clustering again changes nothing

@@ -119,6 +119,7 @@ class Int8(Pass):
 
     def run(self, model: Model, ctx) -> PassResult:
         opts = self.options
+        model.check_node_refs(opts.exclude, "option exclude")
         specs = model.input_specs()
         calibration = ctx.calibration
         if calibration is None:

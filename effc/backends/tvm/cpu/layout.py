@@ -9,7 +9,9 @@ converts its activations once at its first blocked convolution and back once bef
 
 Blocked are dense convolutions (groups 1) and depthwise ones whose channel counts are multiples of a block of at
 least half a vector; a dense convolution with fewer input channels (a first layer's 3) reads NCHW and writes blocks;
-other convolutions (grouped ones) stay NCHW.
+other convolutions (grouped ones) stay NCHW. When TVM's ConvertLayout cannot carry the blocked layout through the
+network (an op between convolutions whose layout inference it lacks or gets wrong: light AlexNet, ShuffleNet,
+ResNet-50, SqueezeNet, VGG-19 and Inception-v1 of the onnx package), the convolutions it failed on stay NCHW.
 """
 
 from __future__ import annotations
@@ -52,7 +54,57 @@ def conv2d_layouts(call, lanes: int) -> dict:
 
 
 def convert_layout_pass(lanes: int):
-    """The Relax pass that puts convolutions (and what lies between them) into blocked layouts for `lanes`-wide SIMD."""
+    """The Relax pass that puts convolutions (and what lies between them) into blocked layouts for `lanes`-wide SIMD,
+    leaving in NCHW the convolutions ConvertLayout fails on."""
+    import tvm
     from tvm import relax
 
-    return relax.transform.ConvertLayout({}, layout_cb=lambda call: conv2d_layouts(call, lanes))
+    def convert(mod, blocked: set[tuple] | None):
+        def choose(call):
+            layouts = conv2d_layouts(call, lanes)
+            if layouts and blocked is not None and _conv_key(call) not in blocked:
+                return {CONV2D: ["NCHW", "OIHW", "NCHW"]}  # {} would let the conv take its input's blocked layout
+            return layouts
+        return relax.transform.ConvertLayout({}, layout_cb=choose)(mod)
+
+    @tvm.transform.module_pass(opt_level=0, name="BlockedConvLayouts")
+    def blocked_or_nchw(mod, _ctx):
+        try:
+            return convert(mod, None)
+        except Exception:  # TVM raises InternalError, ValueError, ... from its layout inference
+            pass
+        return _largest_convertible(mod, [_conv_key(c) for c in _conv_calls(mod, lanes)], convert)
+
+    return blocked_or_nchw
+
+
+def _conv_key(call) -> tuple:
+    # the weight (a parameter of its own per conv after import) identifies a conv across ConvertLayout's rewrites
+    weight = call.args[1]
+    return (getattr(weight, "name", None) or str(weight), str(weight.ty.shape), str(call.attrs.strides))
+
+
+def _conv_calls(mod, lanes: int) -> list:
+    from tvm import relax
+
+    calls = []
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, lambda e: calls.append(e) if isinstance(e, relax.Call)
+                                            and conv2d_layouts(e, lanes) else None)
+    return calls
+
+
+def _largest_convertible(mod, keys: list[tuple], convert):
+    """Block a prefix of the convolutions (in program order) as long as possible: binary search for the longest prefix
+    ConvertLayout accepts (a failure usually sits at one op, so the convs before it convert), the rest stays NCHW."""
+    good, low, high = mod, 0, len(keys)
+    while low < high:
+        mid = (low + high + 1) // 2
+        try:
+            good_mid = convert(mod, set(keys[:mid]))
+        except Exception:  # as above
+            high = mid - 1
+        else:
+            good, low = good_mid, mid
+    return good
