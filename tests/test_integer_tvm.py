@@ -22,10 +22,10 @@ SHAPE = [1, 1, 8, 8]
 
 
 @functools.cache
-def _int8_digits(target: str):
-    """digits quantized by effc's int8 pass for `target`, its input pinned to one image."""
+def _int8_digits(target: str, cpu: str | None = None):
+    """digits quantized by effc's int8 pass for `target` (`cpu`), its input pinned to one image."""
     z = get("digits")
-    ctx = Context(calibration=CalibrationData.load(z.calib_path), target=target)
+    ctx = Context(calibration=CalibrationData.load(z.calib_path), target=get_target(target, cpu))
     model = effc.optimize(load_model(z.onnx_path), "int8", ctx).model
     model.graph.inputs[0].shape = SHAPE
     return model
@@ -87,16 +87,19 @@ def test_int8_weights_are_stored_int8_and_the_artifact_is_a_quarter(built):
     assert int8_bytes < 0.3 * float_bytes, (int8_bytes, float_bytes)
 
 
-def _integer_tasks(target_name: str):
-    """The fused PrimFuncs (the kernels effc schedules) of digits int8 for `target_name`, after the rewrite."""
+def _integer_tasks(target_name: str, cpu: str | None = None, report: dict | None = None):
+    """The fused PrimFuncs (the kernels effc schedules) of digits int8 for `target_name` (`cpu`), after the
+    rewrite; `report` receives the rewrite's report."""
     import tvm
 
     from effc.backends.tvm.cpu import lowering
     from effc.backends.tvm.frontend import fold_constants, import_relax
 
-    target = get_target(target_name)
-    mod, params = import_relax(fold_constants(_int8_digits(target_name), dequantize_weights=False))
-    mod, _, _ = lowering.lower_integer(mod, params["main"], target)
+    target = get_target(target_name, cpu)
+    mod, params = import_relax(fold_constants(_int8_digits(target_name, cpu), dequantize_weights=False))
+    mod, _, lowered = lowering.lower_integer(mod, params["main"], target)
+    if report is not None:
+        report.update(lowered)
     with target.tvm_target():
         mod = tvm.transform.Sequential(lowering.task_passes(target))(mod)
     return mod
@@ -259,3 +262,30 @@ def test_layers_kept_float_are_float_islands_with_their_reason(tmp_path):
     x = np.load(z.eval_path)["input"][:1].astype(np.float32)
     np.testing.assert_allclose(artifact(input=x)["logits"], run_model(artifact.passes.model, {"input": x})["logits"],
                                rtol=0, atol=1e-4)
+
+
+def test_convs_without_an_integer_kernel_for_the_isa_stay_float_islands():
+    """sandybridge (AVX, no AVX2, no VNNI): no dot kernel fits, so the convs keep the float path (TVM's naive int32
+    conv is far slower than float) and say why; the matmuls still run integer (checked in the TIR)."""
+    from effc.backends.tvm.integer.report import kernel_arithmetic
+
+    report: dict = {}
+    kinds = kernel_arithmetic(_integer_tasks("x86", "sandybridge", report))
+    islands = report["integer_islands"]
+    assert [(i["op"], i["integer"]) for i in islands] == [("conv2d", False)] * 3 + [("matmul", True)] * 2, islands
+    assert all(i["detail"] == "no integer kernel for x86_64 avx" for i in islands[:3]), islands
+    assert sorted(kinds.values()) == ["float"] * 3 + ["integer"] * 2, kinds
+    assert all(kind == "float" for name, kind in kinds.items() if "conv" in name), kinds
+
+
+@pytest.mark.tvm
+def test_digits_int8_for_x86_without_an_integer_conv_kernel_equals_onnxruntime(tmp_path):
+    """The float islands of a CPU without an integer conv kernel still give ORT's outputs on the int8 model."""
+    z = get("digits")
+    artifact = effc.compile(z.onnx_path, "x86", cpu="sandybridge", pipeline="int8", out=tmp_path / "snb.effc",
+                            ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
+    assert [i["integer"] for i in artifact.meta["integer_islands"]] == [False] * 3 + [True] * 2
+    quantized, step = artifact.passes.model, _output_step(artifact.passes.model)
+    for image in np.load(z.eval_path)["input"][:8].astype(np.float32):
+        ours, reference = artifact(input=image[None])["logits"], run_model(quantized, {"input": image[None]})["logits"]
+        assert np.all(np.abs(ours - reference) <= step * 1.001) and ours.argmax() == reference.argmax()

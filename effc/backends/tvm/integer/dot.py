@@ -36,6 +36,7 @@ class DotInstruction:
     data_dtype: str  # the activations it multiplies (weights are int8)
     lanes: int  # int32 accumulators per vector
     llvm_intrinsic: str
+    max_weight: int | None = None  # the largest |weight| whose intermediate sums stay exact (None: any int8)
 
 
 INSTRUCTIONS = (
@@ -44,9 +45,9 @@ INSTRUCTIONS = (
 )
 
 
-def instruction_for(int8_dot: tuple[str, ...]) -> DotInstruction | None:
-    """The first dot-product instruction the target's `isa.int8_dot` has, or None."""
-    return next((i for i in INSTRUCTIONS if i.feature in int8_dot), None)
+def instruction_for(isa) -> DotInstruction | None:
+    """The first dot-product instruction the target's ISA record has (in `int8_dot` or `features`), or None."""
+    return next((i for i in INSTRUCTIONS if i.feature in (*isa.int8_dot, *isa.features)), None)
 
 
 def instruction_named(key: str) -> DotInstruction:
@@ -142,12 +143,20 @@ def conv_kernel(inst: DotInstruction):
     return functools.partial(_conv_kernel, inst)
 
 
+def fits(inst: DotInstruction, xq, weight: np.ndarray, attrs) -> bool:
+    """Whether `inst`'s kernel computes this conv exactly: activations of its signedness, one group, NCHW/OIHW,
+    weights small enough for its intermediate sums."""
+    if str(xq.ty.dtype) != inst.data_dtype or int(attrs.groups) != 1:
+        return False
+    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+        return False
+    return inst.max_weight is None or int(np.abs(weight.astype(np.int32)).max(initial=0)) <= inst.max_weight
+
+
 def _conv_kernel(inst: DotInstruction, builder, xq, weight: np.ndarray, attrs, zero_point: int):
     from tvm import relax
 
-    if str(xq.ty.dtype) != inst.data_dtype or int(attrs.groups) != 1:
-        return None
-    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+    if not fits(inst, xq, weight, attrs):
         return None
     padding = [int(p) for p in attrs.padding]
     padding = padding * 2 if len(padding) == 2 else padding
