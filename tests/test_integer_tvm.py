@@ -87,16 +87,17 @@ def test_int8_weights_are_stored_int8_and_the_artifact_is_a_quarter(built):
     assert int8_bytes < 0.3 * float_bytes, (int8_bytes, float_bytes)
 
 
-def _integer_tasks(target_name: str, cpu: str | None = None, report: dict | None = None):
+def _integer_tasks(target_name: str, cpu: str | None = None, report: dict | None = None, quantized_for=None):
     """The fused PrimFuncs (the kernels effc schedules) of digits int8 for `target_name` (`cpu`), after the
-    rewrite; `report` receives the rewrite's report."""
+    rewrite; `report` receives the rewrite's report; quantized_for: (target, cpu) the int8 pass ran for, if other."""
     import tvm
 
     from effc.backends.tvm.cpu import lowering
     from effc.backends.tvm.frontend import fold_constants, import_relax
 
     target = get_target(target_name, cpu)
-    mod, params = import_relax(fold_constants(_int8_digits(target_name, cpu), dequantize_weights=False))
+    model = _int8_digits(*(quantized_for or (target_name, cpu)))
+    mod, params = import_relax(fold_constants(model, dequantize_weights=False))
     mod, _, lowered = lowering.lower_integer(mod, params["main"], target)
     if report is not None:
         report.update(lowered)
@@ -289,3 +290,43 @@ def test_digits_int8_for_x86_without_an_integer_conv_kernel_equals_onnxruntime(t
     for image in np.load(z.eval_path)["input"][:8].astype(np.float32):
         ours, reference = artifact(input=image[None])["logits"], run_model(quantized, {"input": image[None]})["logits"]
         assert np.all(np.abs(ours - reference) <= step * 1.001) and ours.argmax() == reference.argmax()
+
+
+def test_x86_without_vnni_convs_run_integer_on_pmaddubsw():
+    """haswell (AVX2, no VNNI): the int8 pass keeps weights to 7 bits, so the pmaddubsw kernel is exact and every
+    conv and matmul accumulates in int32 (TIR)."""
+    from effc.backends.tvm.integer.report import kernel_arithmetic
+
+    assert get_target("x86", "haswell").isa.int8_weight_bits == 7
+    report: dict = {}
+    kinds = kernel_arithmetic(_integer_tasks("x86", "haswell", report))
+    assert all(i["integer"] for i in report["integer_islands"]), report
+    assert len(kinds) == 5 and set(kinds.values()) == {"integer"}, kinds
+
+
+def test_8_bit_weights_on_pmaddubsw_stay_float_rather_than_saturate():
+    """A model quantized for a VNNI CPU (8-bit weights) compiled for haswell: pmaddubsw's int16 pair sums could
+    saturate, so those convs stay float and say so."""
+    report: dict = {}
+    _integer_tasks("x86", "haswell", report, quantized_for=("x86", "icelake-server"))
+    convs = [i for i in report["integer_islands"] if i["op"] == "conv2d"]
+    big = [i for i in convs if not i["integer"]]
+    assert big, convs
+    assert all("would saturate `pmaddubsw`" in i["detail"] for i in big), convs
+
+
+@pytest.mark.tvm
+def test_digits_int8_on_haswell_runs_vpmaddubsw_like_onnxruntime(tmp_path):
+    z = get("digits")
+    artifact = effc.compile(z.onnx_path, "x86", cpu="haswell", pipeline="int8", out=tmp_path / "hsw.effc",
+                            ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
+    assert set(artifact.meta["kernel_arithmetic"].values()) == {"integer"}
+    code = subprocess.run(["objdump", "-d", str(tmp_path / "hsw.effc" / "model.so")], capture_output=True, text=True,
+                          check=True).stdout
+    assert "vpmaddubsw" in code and "vpmaddwd" in code and "vpdpbusd" not in code
+    quantized, step = artifact.passes.model, _output_step(artifact.passes.model)
+    x = np.load(z.eval_path)["input"][:16].astype(np.float32)
+    ours = np.concatenate([artifact(input=x[i:i + 1])["logits"] for i in range(len(x))])
+    reference = np.concatenate([run_model(quantized, {"input": x[i:i + 1]})["logits"] for i in range(len(x))])
+    assert np.mean(np.abs(ours - reference) > step[None, :] * 1.001) <= 0.001
+    assert np.array_equal(ours.argmax(axis=1), reference.argmax(axis=1))

@@ -2,7 +2,8 @@
 
 A dot-product instruction multiplies 4 activations (one 32-bit lane, broadcast) by `lanes` x 4 int8 weights and
 adds each group of 4 into one of `lanes` int32 accumulators: x86 AVX-512 VNNI `vpdpbusd` (uint8 activations, 16
-lanes), ARM `sdot` (int8 activations, 4 lanes). So the kernel reads its input as [N, C/4, H, W, 4] (packed inside
+lanes), ARM `sdot` (int8 activations, 4 lanes), and on x86 without VNNI the pair `pmaddubsw` + `pmaddwd` (AVX2: 8
+lanes, AVX-512BW: 16; exact for weights up to 64 in magnitude). So the kernel reads its input as [N, C/4, H, W, 4] (packed inside
 the kernel from NCHW, spatially padded with the zero point, channels padded to a multiple of 4 whose weights are
 zero) and its weights as [O/lanes, C/4, KH, KW, lanes, 4] (packed at compile time, output channels padded to
 whole vectors), accumulates
@@ -31,7 +32,7 @@ MAX_ROW_TILE = 14  # output pixels per register tile (one accumulator vector eac
 
 @dataclass(frozen=True)
 class DotInstruction:
-    key: str  # "vnni", "sdot"
+    key: str  # "vnni", "sdot", "pmaddubsw", ...
     feature: str  # the ISA.int8_dot entry that provides it
     data_dtype: str  # the activations it multiplies (weights are int8)
     lanes: int  # int32 accumulators per vector
@@ -39,10 +40,19 @@ class DotInstruction:
     max_weight: int | None = None  # the largest |weight| whose intermediate sums stay exact (None: any int8)
 
 
+# x86 without VNNI: `pmaddubsw` (u8 x s8, adjacent pairs summed in int16, saturating) then `pmaddwd` by ones (pairs
+# of int16 summed into int32). Exact while every pair sum fits int16: 2 * 255 * 64 = 32640, so |weight| <= 64 (the
+# int8 pass keeps weights to 7 bits for these CPUs, ISA.int8_weight_bits).
+PAIR_SUM_MAX_WEIGHT = 64
+
 INSTRUCTIONS = (
     DotInstruction("vnni", "avx512_vnni", "uint8", 16, "llvm.x86.avx512.vpdpbusd.512"),
     DotInstruction("sdot", "dotprod", "int8", 4, "llvm.aarch64.neon.sdot.v4i32.v16i8"),
+    DotInstruction("pmaddubsw512", "avx512bw", "uint8", 16, "llvm.x86.avx512.pmaddubs.w.512", PAIR_SUM_MAX_WEIGHT),
+    DotInstruction("pmaddubsw", "avx2", "uint8", 8, "llvm.x86.avx2.pmadd.ub.sw", PAIR_SUM_MAX_WEIGHT),
 )
+# the int16 -> int32 pair sum after each pmaddubsw
+PAIR_SUM_INTRINSIC = {"pmaddubsw512": "llvm.x86.avx512.pmaddw.d.512", "pmaddubsw": "llvm.x86.avx2.pmadd.wd"}
 
 
 def instruction_for(isa) -> DotInstruction | None:
@@ -89,8 +99,22 @@ def register_intrinsic(key: str) -> str:
                 T.llvm_lookup_intrinsic_id(inst.llvm_intrinsic), c.vload([0], dtype=f"int32x{lanes}"),
                 a_bytes, b.vload([0, 0], dtype=f"int8x{vector_bytes}"), dtype=f"int32x{lanes}")
 
+    @T.prim_func(s_tir=True)
+    def impl_pairs(a: T.Buffer((4,), dtype, offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+                   c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.writes(c[0:lanes])
+            a_bytes = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{dtype}x4"), dtype="int32"), lanes),
+                                    dtype=f"{dtype}x{vector_bytes}")
+            pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(inst.llvm_intrinsic), a_bytes,
+                                            b.vload([0, 0], dtype=f"int8x{vector_bytes}"), dtype=f"int16x{2 * lanes}")
+            c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(PAIR_SUM_INTRINSIC[key]), pairs, T.broadcast(T.int16(1), 2 * lanes),
+                dtype=f"int32x{lanes}")
+
     name = f"effc_dot_{lanes}x4_{key}"
-    TensorIntrin.register(name, desc, impl, override=True)
+    TensorIntrin.register(name, desc, impl_pairs if key in PAIR_SUM_INTRINSIC else impl, override=True)
     return name
 
 
