@@ -147,7 +147,8 @@ def test_quantized_model_is_recognised():
 @pytest.mark.tvm
 def test_digits_int8_for_arm_runs_signed_integer_under_qemu_like_onnxruntime(tmp_path):
     """The arm record's int8 kernels are signed x signed: the int8 pass writes int8 activations, the rewrite keeps
-    them; the artifact runs under qemu-aarch64 (two images: each run starts the emulator)."""
+    them; the generic core has no dotprod, so the convolutions run on NEON `smull` + `saddlp` (machine code); the
+    artifact runs under qemu-aarch64 (two images: each run starts the emulator)."""
     z = get("digits")
     artifact = effc.compile(z.onnx_path, "arm", pipeline="int8", ctx=Context(calibration=CalibrationData.load(z.calib_path)),
                             out=tmp_path / "arm.effc", input_shapes={"input": SHAPE})
@@ -155,6 +156,10 @@ def test_digits_int8_for_arm_runs_signed_integer_under_qemu_like_onnxruntime(tmp
     assert {n.inputs[2].values.dtype for n in quantized.graph.nodes if n.op == "QuantizeLinear"} == {np.dtype(np.int8)}
     meta = json.loads((tmp_path / "arm.effc" / "effc.json").read_text())
     assert all(i["integer"] for i in meta["integer_islands"]) and "to int8" in meta["integer_islands"][0]["detail"]
+    assert set(meta["kernel_arithmetic"].values()) == {"integer"}
+    code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "arm.effc" / "model.so")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "smull" in code and "saddlp" in code and "sdot" not in code
     step = _output_step(quantized)
     for image in np.load(z.eval_path)["input"][:2].astype(np.float32):
         ours = artifact(input=image[None])["logits"]

@@ -3,7 +3,8 @@
 A dot-product instruction multiplies 4 activations (one 32-bit lane, broadcast) by `lanes` x 4 int8 weights and
 adds each group of 4 into one of `lanes` int32 accumulators: x86 AVX-512 VNNI `vpdpbusd` (uint8 activations, 16
 lanes), ARM `sdot` (int8 activations, 4 lanes), and on x86 without VNNI the pair `pmaddubsw` + `pmaddwd` (AVX2: 8
-lanes, AVX-512BW: 16; exact for weights up to 64 in magnitude). So the kernel reads its input as [N, C/4, H, W, 4] (packed inside
+lanes, AVX-512BW: 16; exact for weights up to 64 in magnitude); on ARM without dotprod `smull` + `saddlp` + `addp`
+(4 lanes). So the kernel reads its input as [N, C/4, H, W, 4] (packed inside
 the kernel from NCHW, spatially padded with the zero point, channels padded to a multiple of 4 whose weights are
 zero) and its weights as [O/lanes, C/4, KH, KW, lanes, 4] (packed at compile time, output channels padded to
 whole vectors), accumulates
@@ -50,6 +51,9 @@ INSTRUCTIONS = (
     DotInstruction("sdot", "dotprod", "int8", 4, "llvm.aarch64.neon.sdot.v4i32.v16i8"),
     DotInstruction("pmaddubsw512", "avx512bw", "uint8", 16, "llvm.x86.avx512.pmaddubs.w.512", PAIR_SUM_MAX_WEIGHT),
     DotInstruction("pmaddubsw", "avx2", "uint8", 8, "llvm.x86.avx2.pmadd.ub.sw", PAIR_SUM_MAX_WEIGHT),
+    # ARM NEON without dotprod: `smull` (s8 x s8 -> s16), `saddlp` (pairs -> s32), `addp`; exact while no product
+    # pair reaches 2^15, i.e. no weight of -128 (the int8 pass's symmetric weights stop at -127)
+    DotInstruction("smull", "+neon", "int8", 4, "llvm.aarch64.neon.smull.v8i16", 127),
 )
 # the int16 -> int32 pair sum after each pmaddubsw
 PAIR_SUM_INTRINSIC = {"pmaddubsw512": "llvm.x86.avx512.pmaddw.d.512", "pmaddubsw": "llvm.x86.avx2.pmadd.wd"}
@@ -74,6 +78,7 @@ def register_intrinsic(key: str) -> str:
     inst = instruction_named(key)
     lanes, dtype = inst.lanes, inst.data_dtype
     vector_bytes = 4 * lanes
+    pair_sum = PAIR_SUM_INTRINSIC.get(key, inst.llvm_intrinsic)  # TVMScript parses every impl below
 
     @T.prim_func(s_tir=True)
     def desc(a: T.Buffer((4,), dtype, offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
@@ -110,11 +115,31 @@ def register_intrinsic(key: str) -> str:
             pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(inst.llvm_intrinsic), a_bytes,
                                             b.vload([0, 0], dtype=f"int8x{vector_bytes}"), dtype=f"int16x{2 * lanes}")
             c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(PAIR_SUM_INTRINSIC[key]), pairs, T.broadcast(T.int16(1), 2 * lanes),
+                T.llvm_lookup_intrinsic_id(pair_sum), pairs, T.broadcast(T.int16(1), 2 * lanes),
                 dtype=f"int32x{lanes}")
 
+    @T.prim_func(s_tir=True)
+    def impl_widening(a: T.Buffer((4,), dtype, offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+                      c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.writes(c[0:lanes])
+            a_bytes = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "int8x4"), dtype="int32"), 2),
+                                    dtype="int8x8")
+            low = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"),
+                                          T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(inst.llvm_intrinsic),
+                                                                  a_bytes, b.vload([0, 0], dtype="int8x8"),
+                                                                  dtype="int16x8"), dtype="int32x4")
+            high = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"),
+                                           T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(inst.llvm_intrinsic),
+                                                                   a_bytes, b.vload([2, 0], dtype="int8x8"),
+                                                                   dtype="int16x8"), dtype="int32x4")
+            c[T.ramp(T.int32(0), 1, 4)] = c.vload([0], dtype="int32x4") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.addp.v4i32"), low, high, dtype="int32x4")
+
     name = f"effc_dot_{lanes}x4_{key}"
-    TensorIntrin.register(name, desc, impl_pairs if key in PAIR_SUM_INTRINSIC else impl, override=True)
+    implementation = impl_pairs if key in PAIR_SUM_INTRINSIC else impl_widening if key == "smull" else impl
+    TensorIntrin.register(name, desc, implementation, override=True)
     return name
 
 
