@@ -321,14 +321,22 @@ def test_8_bit_weights_on_pmaddubsw_stay_float_rather_than_saturate():
 
 
 @pytest.mark.tvm
-def test_digits_int8_on_haswell_runs_vpmaddubsw_like_onnxruntime(tmp_path):
+@pytest.mark.parametrize("cpu, instructions, absent", [("haswell", ["vpmaddubsw", "vpmaddwd"], "vpdpbusd"),
+                                                       ("alderlake", ["{vex} vpdpbusd"], "zmm")])
+def test_digits_int8_on_x86_without_avx512_vnni_runs_its_dot_kernel_like_onnxruntime(tmp_path, cpu, instructions, absent):
+    """haswell (AVX2): pmaddubsw + pmaddwd; alderlake (AVX-VNNI, no AVX-512): the VEX vpdpbusd on ymm registers."""
+    from effc.targets.cpu import host_x86_features
+
+    needed = set(get_target("x86", cpu).isa.features)
+    if not needed <= set(host_x86_features()):
+        pytest.skip(f"this host lacks {sorted(needed - set(host_x86_features()))}")
     z = get("digits")
-    artifact = effc.compile(z.onnx_path, "x86", cpu="haswell", pipeline="int8", out=tmp_path / "hsw.effc",
+    artifact = effc.compile(z.onnx_path, "x86", cpu=cpu, pipeline="int8", out=tmp_path / "x.effc",
                             ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
     assert set(artifact.meta["kernel_arithmetic"].values()) == {"integer"}
-    code = subprocess.run(["objdump", "-d", str(tmp_path / "hsw.effc" / "model.so")], capture_output=True, text=True,
+    code = subprocess.run(["objdump", "-d", str(tmp_path / "x.effc" / "model.so")], capture_output=True, text=True,
                           check=True).stdout
-    assert "vpmaddubsw" in code and "vpmaddwd" in code and "vpdpbusd" not in code
+    assert all(i in code for i in instructions) and absent not in code
     quantized, step = artifact.passes.model, _output_step(artifact.passes.model)
     x = np.load(z.eval_path)["input"][:16].astype(np.float32)
     ours = np.concatenate([artifact(input=x[i:i + 1])["logits"] for i in range(len(x))])

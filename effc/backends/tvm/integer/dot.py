@@ -48,6 +48,7 @@ PAIR_SUM_MAX_WEIGHT = 64
 
 INSTRUCTIONS = (
     DotInstruction("vnni", "avx512_vnni", "uint8", 16, "llvm.x86.avx512.vpdpbusd.512"),
+    DotInstruction("avxvnni", "avx_vnni", "uint8", 8, "llvm.x86.avx512.vpdpbusd.256"),  # VEX vpdpbusd, ymm
     DotInstruction("sdot", "dotprod", "int8", 4, "llvm.aarch64.neon.sdot.v4i32.v16i8"),
     DotInstruction("pmaddubsw512", "avx512bw", "uint8", 16, "llvm.x86.avx512.pmaddubs.w.512", PAIR_SUM_MAX_WEIGHT),
     DotInstruction("pmaddubsw", "avx2", "uint8", 8, "llvm.x86.avx2.pmadd.ub.sw", PAIR_SUM_MAX_WEIGHT),
@@ -124,7 +125,7 @@ def register_intrinsic(key: str) -> str:
         with T.sblock("root"):
             T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
             T.writes(c[0:lanes])
-            a_bytes = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "int8x4"), dtype="int32"), 2),
+            a_bytes = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{dtype}x4"), dtype="int32"), 2),
                                     dtype="int8x8")
             low = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"),
                                           T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(inst.llvm_intrinsic),
