@@ -214,6 +214,18 @@ def test_arm_dotprod_int8_convolutions_use_sdot(tmp_path):
     assert "sdot" in code
 
 
+@pytest.mark.tvm
+def test_arm_i8mm_int8_convolutions_use_smmla(tmp_path):
+    """A neoverse-n2 record has i8mm: digits' stride-1 convolutions (even output width) run `smmla`, 2 pixels x 2
+    channels x 8 inputs per instruction (machine code, not run)."""
+    z = get("digits")
+    effc.compile(z.onnx_path, "arm", cpu="neoverse-n2", pipeline="int8", out=tmp_path / "n2.effc",
+                 ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
+    code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "n2.effc" / "model.so")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "smmla" in code and "sdot" not in code
+
+
 def _mobile_block(tmp_path) -> str:
     """A MobileNet-style block as an ONNX file: depthwise 3x3 (16 channels) -> Clip(0, 6) -> pointwise 1x1 to 24 (not a whole
     number of 16-lane vectors)."""

@@ -39,6 +39,8 @@ class DotInstruction:
     lanes: int  # int32 accumulators per vector
     llvm_intrinsic: str
     max_weight: int | None = None  # the largest |weight| whose intermediate sums stay exact (None: any int8)
+    pixels: int = 1  # output pixels per instruction (ARM i8mm `smmla`: a 2x8 by 8x2 matrix product, 2)
+    in_block: int = IN_BLOCK  # input channels per dot
 
 
 # x86 without VNNI: `pmaddubsw` (u8 x s8, adjacent pairs summed in int16, saturating) then `pmaddwd` by ones (pairs
@@ -49,6 +51,8 @@ PAIR_SUM_MAX_WEIGHT = 64
 INSTRUCTIONS = (
     DotInstruction("vnni", "avx512_vnni", "uint8", 16, "llvm.x86.avx512.vpdpbusd.512"),
     DotInstruction("avxvnni", "avx_vnni", "uint8", 8, "llvm.x86.avx512.vpdpbusd.256"),  # VEX vpdpbusd, ymm
+    # i8mm: 2 pixels x 8 input channels by 2 output channels x 8 per instruction, twice sdot's products
+    DotInstruction("smmla", "i8mm", "int8", 2, "llvm.aarch64.neon.smmla.v4i32.v16i8", pixels=2, in_block=8),
     DotInstruction("sdot", "dotprod", "int8", 4, "llvm.aarch64.neon.sdot.v4i32.v16i8"),
     DotInstruction("pmaddubsw512", "avx512bw", "uint8", 16, "llvm.x86.avx512.pmaddubs.w.512", PAIR_SUM_MAX_WEIGHT),
     DotInstruction("pmaddubsw", "avx2", "uint8", 8, "llvm.x86.avx2.pmadd.ub.sw", PAIR_SUM_MAX_WEIGHT),
@@ -60,9 +64,9 @@ INSTRUCTIONS = (
 PAIR_SUM_INTRINSIC = {"pmaddubsw512": "llvm.x86.avx512.pmaddw.d.512", "pmaddubsw": "llvm.x86.avx2.pmadd.wd"}
 
 
-def instruction_for(isa) -> DotInstruction | None:
-    """The first dot-product instruction the target's ISA record has (in `int8_dot` or `features`), or None."""
-    return next((i for i in INSTRUCTIONS if i.feature in (*isa.int8_dot, *isa.features)), None)
+def instructions_for(isa) -> list[DotInstruction]:
+    """The dot-product instructions the target's ISA record has (in `int8_dot` or `features`), best first."""
+    return [i for i in INSTRUCTIONS if i.feature in (*isa.int8_dot, *isa.features)]
 
 
 def instruction_named(key: str) -> DotInstruction:
@@ -139,18 +143,58 @@ def register_intrinsic(key: str) -> str:
                 T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.addp.v4i32"), low, high, dtype="int32x4")
 
     name = f"effc_dot_{lanes}x4_{key}"
+    if inst.pixels != 1:
+        name = _register_matrix_intrinsic(inst)
+        return name
     implementation = impl_pairs if key in PAIR_SUM_INTRINSIC else impl_widening if key == "smull" else impl
     TensorIntrin.register(name, desc, implementation, override=True)
     return name
 
 
-def pack_weight(weight: np.ndarray, lanes: int) -> np.ndarray:
-    """[O, C, KH, KW] int8 -> [ceil(O/lanes), ceil(C/4), KH, KW, lanes, 4], channels past O and C zero."""
+def _register_matrix_intrinsic(inst: DotInstruction) -> str:
+    """`smmla`: c[pixel p, lane j] += sum_k a[p, k] * b[j, k] for 2 pixels, 2 lanes, 8 k; the accumulator tile
+    [2 pixels, 2 lanes] is 4 consecutive int32 of the [.., OW, lanes] output, the instruction's own order."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    pixels, lanes, k_block = inst.pixels, inst.lanes, inst.in_block
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((pixels, k_block), "int8", offset_factor=1),
+             b: T.Buffer((lanes, k_block), "int8", offset_factor=1),
+             c: T.Buffer((pixels, lanes), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:pixels, 0:lanes], a[0:pixels, 0:k_block], b[0:lanes, 0:k_block])
+            T.writes(c[0:pixels, 0:lanes])
+            for p, i, k in T.grid(pixels, lanes, k_block):
+                with T.sblock("update"):
+                    vp, vi, vk = T.axis.remap("SSR", [p, i, k])
+                    c[vp, vi] = c[vp, vi] + T.cast(a[vp, vk], "int32") * T.cast(b[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((pixels, k_block), "int8", offset_factor=1),
+             b: T.Buffer((lanes, k_block), "int8", offset_factor=1),
+             c: T.Buffer((pixels, lanes), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:pixels, 0:lanes], a[0:pixels, 0:k_block], b[0:lanes, 0:k_block])
+            T.writes(c[0:pixels, 0:lanes])
+            c[0, T.ramp(T.int32(0), 1, pixels * lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(inst.llvm_intrinsic), c.vload([0, 0], dtype="int32x4"),
+                a.vload([0, 0], dtype="int8x16"), b.vload([0, 0], dtype="int8x16"), dtype="int32x4")
+
+    name = f"effc_dot_{pixels}x{lanes}x{k_block}_{inst.key}"
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
+def pack_weight(weight: np.ndarray, lanes: int, in_block: int = IN_BLOCK) -> np.ndarray:
+    """[O, C, KH, KW] int8 -> [ceil(O/lanes), ceil(C/in_block), KH, KW, lanes, in_block], channels past O and C
+    zero."""
     out_channels, channels, kh, kw = weight.shape
-    out_blocks, blocks = -(-out_channels // lanes), -(-channels // IN_BLOCK)
-    padded = np.zeros((out_blocks * lanes, blocks * IN_BLOCK, kh, kw), np.int8)
+    out_blocks, blocks = -(-out_channels // lanes), -(-channels // in_block)
+    padded = np.zeros((out_blocks * lanes, blocks * in_block, kh, kw), np.int8)
     padded[:out_channels, :channels] = weight
-    packed = padded.reshape(out_blocks, lanes, blocks, IN_BLOCK, kh, kw)
+    packed = padded.reshape(out_blocks, lanes, blocks, in_block, kh, kw)
     return np.ascontiguousarray(packed.transpose(0, 2, 4, 5, 1, 3))
 
 
@@ -160,7 +204,7 @@ def conv2d(data, packed, padding, pad_value: int, strides, dilation, out_channel
     from tvm import te, tirx
 
     n, channels, height, width = (int(d) for d in data.shape)
-    out_blocks, blocks, kh, kw, lanes = (int(d) for d in packed.shape[:5])
+    out_blocks, blocks, kh, kw, lanes, in_block = (int(d) for d in packed.shape)
     dtype = str(data.dtype)
     top, left, bottom, right = padding
     (sh, sw), (dh, dw) = strides, dilation
@@ -168,14 +212,14 @@ def conv2d(data, packed, padding, pad_value: int, strides, dilation, out_channel
     out_h, out_w = (height_p - (kh - 1) * dh - 1) // sh + 1, (width_p - (kw - 1) * dw - 1) // sw + 1
 
     def lane(b, c, y, x, i):
-        ch = c * IN_BLOCK + i
+        ch = c * in_block + i
         inside = tirx.all(ch < channels, y >= top, y < height + top, x >= left, x < width + left)
         value = data[b, tirx.min(ch, channels - 1), tirx.max(tirx.min(y - top, height - 1), 0),
                      tirx.max(tirx.min(x - left, width - 1), 0)]
         return tirx.if_then_else(inside, value, tirx.const(pad_value, dtype))
 
-    packed_data = te.compute((n, blocks, height_p, width_p, IN_BLOCK), lane, name=PACK_DATA_BLOCK)
-    rc, ry, rx, ri = (te.reduce_axis((0, e), name) for e, name in ((blocks, "rc"), (kh, "ry"), (kw, "rx"), (IN_BLOCK, "ri")))
+    packed_data = te.compute((n, blocks, height_p, width_p, in_block), lane, name=PACK_DATA_BLOCK)
+    rc, ry, rx, ri = (te.reduce_axis((0, e), name) for e, name in ((blocks, "rc"), (kh, "ry"), (kw, "rx"), (in_block, "ri")))
     acc = te.compute(
         (n, out_blocks, out_h, out_w, lanes),
         lambda b, ob, y, x, oi: te.sum(
@@ -200,7 +244,19 @@ def fits(inst: DotInstruction, xq, weight: np.ndarray, attrs) -> bool:
         return False
     if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
         return False
+    if inst.pixels != 1 and not _pixel_pairs_contiguous(inst, xq, weight, attrs):
+        return False
     return inst.max_weight is None or int(np.abs(weight.astype(np.int32)).max(initial=0)) <= inst.max_weight
+
+
+def _pixel_pairs_contiguous(inst: DotInstruction, xq, weight: np.ndarray, attrs) -> bool:
+    """Whether `inst`'s pixels per instruction read consecutive packed columns (column stride 1) and the output
+    width is a whole number of them."""
+    padding = [int(p) for p in attrs.padding]
+    padding = padding * 2 if len(padding) == 2 else padding
+    width = int(xq.ty.shape.values[3]) + padding[1] + padding[3]
+    out_w = (width - (weight.shape[3] - 1) * int(attrs.dilation[1]) - 1) // int(attrs.strides[1]) + 1
+    return int(attrs.strides[1]) == 1 and out_w % inst.pixels == 0
 
 
 def _conv_kernel(inst: DotInstruction, builder, xq, weight: np.ndarray, attrs, zero_point: int):
@@ -210,6 +266,6 @@ def _conv_kernel(inst: DotInstruction, builder, xq, weight: np.ndarray, attrs, z
         return None
     padding = [int(p) for p in attrs.padding]
     padding = padding * 2 if len(padding) == 2 else padding
-    return builder.call_te(conv2d, xq, relax.const(pack_weight(weight, inst.lanes)), padding, zero_point,
+    return builder.call_te(conv2d, xq, relax.const(pack_weight(weight, inst.lanes, inst.in_block)), padding, zero_point,
                            [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation], weight.shape[0], inst.key,
                            primfunc_name_hint="effc_conv2d_int8")

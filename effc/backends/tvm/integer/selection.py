@@ -18,21 +18,22 @@ def isa_name(target: Target) -> str:
 
 
 def conv_kernels(target: Target):
-    """(conv_kernel, float_reason) hooks of `lower_qdq` for `target`."""
-    instruction = dot.instruction_for(target.isa)
-    kernel = depthwise.first_of(dot.conv_kernel(instruction) if instruction is not None else None,
-                                depthwise.conv_kernel)
+    """(conv_kernel, float_reason) hooks of `lower_qdq` for `target`: its dot instructions best first, then the
+    depthwise kernel."""
+    instructions = dot.instructions_for(target.isa)
+    kernel = depthwise.first_of(*(dot.conv_kernel(i) for i in instructions), depthwise.conv_kernel)
     reason = f"no integer kernel for {isa_name(target)}"
 
     def float_reason(kind: str, xq, weight, attrs) -> str | None:
         if kind != "conv2d" or depthwise.fits(xq, weight, attrs):
             return None
-        if instruction is None:
+        if not instructions:
             return reason
-        if dot.fits(instruction, xq, weight, attrs):
+        if any(dot.fits(i, xq, weight, attrs) for i in instructions):
             return None
-        if instruction.max_weight is not None and int(attrs.groups) == 1 and str(xq.ty.dtype) == instruction.data_dtype:
-            return f"{reason}: weights beyond ±{instruction.max_weight} would saturate `{instruction.key}`"
+        limits = [i for i in instructions if i.max_weight is not None]
+        if limits and int(attrs.groups) == 1 and str(xq.ty.dtype) == limits[0].data_dtype:
+            return f"{reason}: weights beyond ±{limits[0].max_weight} would saturate `{limits[0].key}`"
         return f"{reason} ({xq.ty.dtype} activations, {int(attrs.groups)} groups)"
 
     return kernel, float_reason
