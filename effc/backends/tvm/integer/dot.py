@@ -81,9 +81,10 @@ def register_intrinsic(key: str) -> str:
     from tvm.script import tirx as T
 
     inst = instruction_named(key)
+    if inst.pixels != 1:
+        return _register_matrix_intrinsic(inst)
     lanes, dtype = inst.lanes, inst.data_dtype
-    vector_bytes = 4 * lanes
-    pair_sum = PAIR_SUM_INTRINSIC.get(key, inst.llvm_intrinsic)  # TVMScript parses every impl below
+    step = _accumulate_step(inst)
 
     @T.prim_func(s_tir=True)
     def desc(a: T.Buffer((4,), dtype, offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
@@ -103,52 +104,43 @@ def register_intrinsic(key: str) -> str:
         with T.sblock("root"):
             T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
             T.writes(c[0:lanes])
-            a_bytes = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{dtype}x4"), dtype="int32"), lanes),
-                                    dtype=f"{dtype}x{vector_bytes}")
-            c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(inst.llvm_intrinsic), c.vload([0], dtype=f"int32x{lanes}"),
-                a_bytes, b.vload([0, 0], dtype=f"int8x{vector_bytes}"), dtype=f"int32x{lanes}")
-
-    @T.prim_func(s_tir=True)
-    def impl_pairs(a: T.Buffer((4,), dtype, offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
-                   c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
-            T.writes(c[0:lanes])
-            a_bytes = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{dtype}x4"), dtype="int32"), lanes),
-                                    dtype=f"{dtype}x{vector_bytes}")
-            pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(inst.llvm_intrinsic), a_bytes,
-                                            b.vload([0, 0], dtype=f"int8x{vector_bytes}"), dtype=f"int16x{2 * lanes}")
-            c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(pair_sum), pairs, T.broadcast(T.int16(1), 2 * lanes),
-                dtype=f"int32x{lanes}")
-
-    @T.prim_func(s_tir=True)
-    def impl_widening(a: T.Buffer((4,), dtype, offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
-                      c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
-            T.writes(c[0:lanes])
-            a_bytes = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{dtype}x4"), dtype="int32"), 2),
-                                    dtype="int8x8")
-            low = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"),
-                                          T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(inst.llvm_intrinsic),
-                                                                  a_bytes, b.vload([0, 0], dtype="int8x8"),
-                                                                  dtype="int16x8"), dtype="int32x4")
-            high = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"),
-                                           T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(inst.llvm_intrinsic),
-                                                                   a_bytes, b.vload([2, 0], dtype="int8x8"),
-                                                                   dtype="int16x8"), dtype="int32x4")
-            c[T.ramp(T.int32(0), 1, 4)] = c.vload([0], dtype="int32x4") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.addp.v4i32"), low, high, dtype="int32x4")
+            c[T.ramp(T.int32(0), 1, lanes)] = step(a, b, c)
 
     name = f"effc_dot_{lanes}x4_{key}"
-    if inst.pixels != 1:
-        name = _register_matrix_intrinsic(inst)
-        return name
-    implementation = impl_pairs if key in PAIR_SUM_INTRINSIC else impl_widening if key == "smull" else impl
-    TensorIntrin.register(name, desc, implementation, override=True)
+    TensorIntrin.register(name, desc, impl, override=True)
     return name
+
+
+def _accumulate_step(inst: DotInstruction):
+    """(a, b, c buffers of the intrinsic) -> c + a . b as one int32 vector, in `inst`'s instructions."""
+    from tvm.script import tirx as T
+
+    lanes, dtype, key = inst.lanes, inst.data_dtype, inst.key
+
+    def intrinsic(name: str, *args, dtype: str):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(name), *args, dtype=dtype)
+
+    def broadcast_a(a, copies: int, as_dtype: str):  # the 4 activations repeated in every 32-bit lane
+        return T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{dtype}x4"), dtype="int32"), copies),
+                             dtype=f"{as_dtype}x{4 * copies}")
+
+    def dot(a, b, c):
+        return intrinsic(inst.llvm_intrinsic, c.vload([0], dtype=f"int32x{lanes}"), broadcast_a(a, lanes, dtype),
+                         b.vload([0, 0], dtype=f"int8x{4 * lanes}"), dtype=f"int32x{lanes}")
+
+    def pair_sums(a, b, c):
+        pairs = intrinsic(inst.llvm_intrinsic, broadcast_a(a, lanes, dtype), b.vload([0, 0], dtype=f"int8x{4 * lanes}"),
+                          dtype=f"int16x{2 * lanes}")
+        return c.vload([0], dtype=f"int32x{lanes}") + intrinsic(
+            PAIR_SUM_INTRINSIC[key], pairs, T.broadcast(T.int16(1), 2 * lanes), dtype=f"int32x{lanes}")
+
+    def widening(a, b, c):  # lanes 0-1 from the low 8 weights, 2-3 from the high 8
+        halves = [intrinsic("llvm.aarch64.neon.saddlp.v4i32.v8i16",
+                            intrinsic(inst.llvm_intrinsic, broadcast_a(a, 2, "int8"), b.vload([row, 0], dtype="int8x8"),
+                                      dtype="int16x8"), dtype="int32x4") for row in (0, 2)]
+        return c.vload([0], dtype="int32x4") + intrinsic("llvm.aarch64.neon.addp.v4i32", *halves, dtype="int32x4")
+
+    return pair_sums if key in PAIR_SUM_INTRINSIC else widening if key == "smull" else dot
 
 
 def _register_matrix_intrinsic(inst: DotInstruction) -> str:
