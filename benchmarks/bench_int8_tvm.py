@@ -8,6 +8,7 @@ activation, or of the final integer product), top-1 agreement, max abs diff. Als
 params.npz sizes.
 
     python benchmarks/bench_int8_tvm.py [--models resnet18,mobilenetv2,encoder] [--repeat 10] [--rounds 5] [--samples 16]
+        [--cpu haswell]
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--samples", type=int, default=16, help="eval inputs compared against ORT int8")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--cpu", default=None, help="an x86 CPU LLVM knows (e.g. haswell: AVX2, no VNNI); default: this one")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="effc-bench-int8-"))
     rows, islands = [], {}
@@ -79,8 +81,8 @@ def main() -> None:
         zoo = get(name)
         model = effc.load_model(zoo.onnx_path, SHAPES[name])
         ctx = Context(calibration=CalibrationData.load(zoo.calib_path))
-        int8 = effc.compile(model, "x86", pipeline="int8", ctx=ctx, out=out / f"{name}.int8.effc", source=str(zoo.onnx_path))
-        floats = effc.compile(model, "x86", pipeline="default", out=out / f"{name}.float.effc", source=str(zoo.onnx_path))
+        int8 = effc.compile(model, "x86", cpu=args.cpu, pipeline="int8", ctx=ctx, out=out / f"{name}.int8.effc", source=str(zoo.onnx_path))
+        floats = effc.compile(model, "x86", cpu=args.cpu, pipeline="default", out=out / f"{name}.float.effc", source=str(zoo.onnx_path))
         quantized = int8.passes.model
         session = ort_session(quantized)
         names = [o.name for o in session.get_outputs()]

@@ -22,10 +22,10 @@ SHAPE = [1, 1, 8, 8]
 
 
 @functools.cache
-def _int8_digits(target: str):
-    """digits quantized by effc's int8 pass for `target`, its input pinned to one image."""
+def _int8_digits(target: str, cpu: str | None = None):
+    """digits quantized by effc's int8 pass for `target` (`cpu`), its input pinned to one image."""
     z = get("digits")
-    ctx = Context(calibration=CalibrationData.load(z.calib_path), target=target)
+    ctx = Context(calibration=CalibrationData.load(z.calib_path), target=get_target(target, cpu))
     model = effc.optimize(load_model(z.onnx_path), "int8", ctx).model
     model.graph.inputs[0].shape = SHAPE
     return model
@@ -87,16 +87,20 @@ def test_int8_weights_are_stored_int8_and_the_artifact_is_a_quarter(built):
     assert int8_bytes < 0.3 * float_bytes, (int8_bytes, float_bytes)
 
 
-def _integer_tasks(target_name: str):
-    """The fused PrimFuncs (the kernels effc schedules) of digits int8 for `target_name`, after the rewrite."""
+def _integer_tasks(target_name: str, cpu: str | None = None, report: dict | None = None, quantized_for=None):
+    """The fused PrimFuncs (the kernels effc schedules) of digits int8 for `target_name` (`cpu`), after the
+    rewrite; `report` receives the rewrite's report; quantized_for: (target, cpu) the int8 pass ran for, if other."""
     import tvm
 
     from effc.backends.tvm.cpu import lowering
     from effc.backends.tvm.frontend import fold_constants, import_relax
 
-    target = get_target(target_name)
-    mod, params = import_relax(fold_constants(_int8_digits(target_name), dequantize_weights=False))
-    mod, _, _ = lowering.lower_integer(mod, params["main"], target)
+    target = get_target(target_name, cpu)
+    model = _int8_digits(*(quantized_for or (target_name, cpu)))
+    mod, params = import_relax(fold_constants(model, dequantize_weights=False))
+    mod, _, lowered = lowering.lower_integer(mod, params["main"], target)
+    if report is not None:
+        report.update(lowered)
     with target.tvm_target():
         mod = tvm.transform.Sequential(lowering.task_passes(target))(mod)
     return mod
@@ -143,7 +147,8 @@ def test_quantized_model_is_recognised():
 @pytest.mark.tvm
 def test_digits_int8_for_arm_runs_signed_integer_under_qemu_like_onnxruntime(tmp_path):
     """The arm record's int8 kernels are signed x signed: the int8 pass writes int8 activations, the rewrite keeps
-    them; the artifact runs under qemu-aarch64 (two images: each run starts the emulator)."""
+    them; the generic core has no dotprod, so the convolutions run on NEON `smull` + `saddlp` (machine code); the
+    artifact runs under qemu-aarch64 (two images: each run starts the emulator)."""
     z = get("digits")
     artifact = effc.compile(z.onnx_path, "arm", pipeline="int8", ctx=Context(calibration=CalibrationData.load(z.calib_path)),
                             out=tmp_path / "arm.effc", input_shapes={"input": SHAPE})
@@ -151,6 +156,10 @@ def test_digits_int8_for_arm_runs_signed_integer_under_qemu_like_onnxruntime(tmp
     assert {n.inputs[2].values.dtype for n in quantized.graph.nodes if n.op == "QuantizeLinear"} == {np.dtype(np.int8)}
     meta = json.loads((tmp_path / "arm.effc" / "effc.json").read_text())
     assert all(i["integer"] for i in meta["integer_islands"]) and "to int8" in meta["integer_islands"][0]["detail"]
+    assert set(meta["kernel_arithmetic"].values()) == {"integer"}
+    code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "arm.effc" / "model.so")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "smull" in code and "saddlp" in code and "sdot" not in code
     step = _output_step(quantized)
     for image in np.load(z.eval_path)["input"][:2].astype(np.float32):
         ours = artifact(input=image[None])["logits"]
@@ -203,6 +212,18 @@ def test_arm_dotprod_int8_convolutions_use_sdot(tmp_path):
     code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "a76.effc" / "model.so")],
                           capture_output=True, text=True, check=True).stdout
     assert "sdot" in code
+
+
+@pytest.mark.tvm
+def test_arm_i8mm_int8_convolutions_use_smmla(tmp_path):
+    """A neoverse-n2 record has i8mm: digits' stride-1 convolutions (even output width) run `smmla`, 2 pixels x 2
+    channels x 8 inputs per instruction (machine code, not run)."""
+    z = get("digits")
+    effc.compile(z.onnx_path, "arm", cpu="neoverse-n2", pipeline="int8", out=tmp_path / "n2.effc",
+                 ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
+    code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "n2.effc" / "model.so")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "smmla" in code and "sdot" not in code
 
 
 def _mobile_block(tmp_path) -> str:
@@ -259,3 +280,78 @@ def test_layers_kept_float_are_float_islands_with_their_reason(tmp_path):
     x = np.load(z.eval_path)["input"][:1].astype(np.float32)
     np.testing.assert_allclose(artifact(input=x)["logits"], run_model(artifact.passes.model, {"input": x})["logits"],
                                rtol=0, atol=1e-4)
+
+
+def test_convs_without_an_integer_kernel_for_the_isa_stay_float_islands():
+    """sandybridge (AVX, no AVX2, no VNNI): no dot kernel fits, so the convs keep the float path (TVM's naive int32
+    conv is far slower than float) and say why; the matmuls still run integer (checked in the TIR)."""
+    from effc.backends.tvm.integer.report import kernel_arithmetic
+
+    report: dict = {}
+    kinds = kernel_arithmetic(_integer_tasks("x86", "sandybridge", report))
+    islands = report["integer_islands"]
+    assert [(i["op"], i["integer"]) for i in islands] == [("conv2d", False)] * 3 + [("matmul", True)] * 2, islands
+    assert all(i["detail"] == "no integer kernel for x86_64 avx" for i in islands[:3]), islands
+    assert sorted(kinds.values()) == ["float"] * 3 + ["integer"] * 2, kinds
+    assert all(kind == "float" for name, kind in kinds.items() if "conv" in name), kinds
+
+
+@pytest.mark.tvm
+def test_digits_int8_for_x86_without_an_integer_conv_kernel_equals_onnxruntime(tmp_path):
+    """The float islands of a CPU without an integer conv kernel still give ORT's outputs on the int8 model."""
+    z = get("digits")
+    artifact = effc.compile(z.onnx_path, "x86", cpu="sandybridge", pipeline="int8", out=tmp_path / "snb.effc",
+                            ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
+    assert [i["integer"] for i in artifact.meta["integer_islands"]] == [False] * 3 + [True] * 2
+    quantized, step = artifact.passes.model, _output_step(artifact.passes.model)
+    for image in np.load(z.eval_path)["input"][:8].astype(np.float32):
+        ours, reference = artifact(input=image[None])["logits"], run_model(quantized, {"input": image[None]})["logits"]
+        assert np.all(np.abs(ours - reference) <= step * 1.001) and ours.argmax() == reference.argmax()
+
+
+def test_x86_without_vnni_convs_run_integer_on_pmaddubsw():
+    """haswell (AVX2, no VNNI): the int8 pass keeps weights to 7 bits, so the pmaddubsw kernel is exact and every
+    conv and matmul accumulates in int32 (TIR)."""
+    from effc.backends.tvm.integer.report import kernel_arithmetic
+
+    assert get_target("x86", "haswell").isa.int8_weight_bits == 7
+    report: dict = {}
+    kinds = kernel_arithmetic(_integer_tasks("x86", "haswell", report))
+    assert all(i["integer"] for i in report["integer_islands"]), report
+    assert len(kinds) == 5 and set(kinds.values()) == {"integer"}, kinds
+
+
+def test_8_bit_weights_on_pmaddubsw_stay_float_rather_than_saturate():
+    """A model quantized for a VNNI CPU (8-bit weights) compiled for haswell: pmaddubsw's int16 pair sums could
+    saturate, so those convs stay float and say so."""
+    report: dict = {}
+    _integer_tasks("x86", "haswell", report, quantized_for=("x86", "icelake-server"))
+    convs = [i for i in report["integer_islands"] if i["op"] == "conv2d"]
+    big = [i for i in convs if not i["integer"]]
+    assert big, convs
+    assert all("would saturate `pmaddubsw`" in i["detail"] for i in big), convs
+
+
+@pytest.mark.tvm
+@pytest.mark.parametrize("cpu, instructions, absent", [("haswell", ["vpmaddubsw", "vpmaddwd"], "vpdpbusd"),
+                                                       ("alderlake", ["{vex} vpdpbusd"], "zmm")])
+def test_digits_int8_on_x86_without_avx512_vnni_runs_its_dot_kernel_like_onnxruntime(tmp_path, cpu, instructions, absent):
+    """haswell (AVX2): pmaddubsw + pmaddwd; alderlake (AVX-VNNI, no AVX-512): the VEX vpdpbusd on ymm registers."""
+    from effc.targets.cpu import host_x86_features
+
+    needed = set(get_target("x86", cpu).isa.features)
+    if not needed <= set(host_x86_features()):
+        pytest.skip(f"this host lacks {sorted(needed - set(host_x86_features()))}")
+    z = get("digits")
+    artifact = effc.compile(z.onnx_path, "x86", cpu=cpu, pipeline="int8", out=tmp_path / "x.effc",
+                            ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
+    assert set(artifact.meta["kernel_arithmetic"].values()) == {"integer"}
+    code = subprocess.run(["objdump", "-d", str(tmp_path / "x.effc" / "model.so")], capture_output=True, text=True,
+                          check=True).stdout
+    assert all(i in code for i in instructions) and absent not in code
+    quantized, step = artifact.passes.model, _output_step(artifact.passes.model)
+    x = np.load(z.eval_path)["input"][:16].astype(np.float32)
+    ours = np.concatenate([artifact(input=x[i:i + 1])["logits"] for i in range(len(x))])
+    reference = np.concatenate([run_model(quantized, {"input": x[i:i + 1]})["logits"] for i in range(len(x))])
+    assert np.mean(np.abs(ours - reference) > step[None, :] * 1.001) <= 0.001
+    assert np.array_equal(ours.argmax(axis=1), reference.argmax(axis=1))

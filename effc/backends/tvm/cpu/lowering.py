@@ -23,14 +23,13 @@ def lower_integer(mod, params: list, target: Target):
     """The QDQ islands of an int8 model as integer Relax (effc.backends.tvm.integer): (module, params, report for
     effc.json: `integer_islands`, one entry per conv2d/matmul saying whether it runs integer and what or why not).
     Weights the rewrite keeps int8 stay int8 in the params. Convolutions take the integer kernel the target's
-    `isa.int8_dot` has (x86 AVX-512 VNNI, ARM dotprod: integer.dot), depthwise ones integer.depthwise, others TVM's
-    own int32 conv2d."""
-    from effc.backends.tvm.integer import bind_params, depthwise, dot, lift_constants, lower_qdq
+    ISA has (integer.dot), depthwise ones integer.depthwise; a conv neither computes stays float and is reported
+    (integer.selection)."""
+    from effc.backends.tvm.integer import bind_params, lift_constants, lower_qdq
+    from effc.backends.tvm.integer.selection import conv_kernels
 
-    instruction = dot.instruction_for(target.isa.int8_dot)
-    kernel = depthwise.first_of(dot.conv_kernel(instruction) if instruction is not None else None,
-                                depthwise.conv_kernel)
-    mod, islands = lower_qdq(bind_params(mod, params), conv_kernel=kernel)
+    kernel, float_reason = conv_kernels(target)
+    mod, islands = lower_qdq(bind_params(mod, params), conv_kernel=kernel, float_reason=float_reason)
     mod, values = lift_constants(mod)
     return mod, values, {"integer_islands": [island.to_json() for island in islands]}
 

@@ -509,16 +509,22 @@ def _schedule_int8_dot_conv(sch, lanes: int, registers: int) -> None:
     pack = _find(sch, lambda name: name.startswith(dot.PACK_DATA_BLOCK))
     unpack = _find(sch, lambda name: name.startswith(dot.UNPACK_BLOCK))
     key = _name(sch, conv)[len(dot.CONV_BLOCK):]
+    pixels = dot.instruction_named(key).pixels
     _inline_elementwise(sch, keep=[pack, unpack])
     b, ob, y, x, oi, rc, ry, rx, ri = sch.get_loops(conv)
     extents = _extents(sch, [b, ob, y, x, oi, rc, ry, rx, ri])
-    tile = _largest_divisor(extents[3], min(dot.MAX_ROW_TILE, registers - MIN_SPARE_REGISTERS))
-    xo, xi = sch.split(x, [None, tile])
-    sch.reorder(b, ob, y, xo, rc, ry, rx, xi, oi, ri)
+    limit = min(dot.MAX_ROW_TILE, registers - MIN_SPARE_REGISTERS) // pixels
+    xo, xi = sch.split(x, [None, pixels * _largest_divisor(extents[3] // pixels, limit)])
+    if pixels == 1:
+        sch.reorder(b, ob, y, xo, rc, ry, rx, xi, oi, ri)
+        tensorized = oi
+    else:  # each instruction computes `pixels` adjacent outputs
+        xi, tensorized = sch.split(xi, [None, pixels])
+        sch.reorder(b, ob, y, xo, rc, ry, rx, xi, tensorized, oi, ri)
     _parallel_outer(sch, [b, ob, y], _product(extents) // dot.IN_BLOCK)
     sch.decompose_reduction(conv, rc)
     sch.unroll(xi)
-    sch.tensorize(oi, dot.register_intrinsic(key))
+    sch.tensorize(tensorized, dot.register_intrinsic(key))
     _parallel_outer(sch, sch.get_loops(pack)[:3], _product(extents))
     _fold_epilogue(sch, unpack, lanes)
     _parallel_outer(sch, sch.get_loops(unpack)[:3], _product(extents))

@@ -40,15 +40,20 @@ def depthwise_conv2d(data, weight, padding, pad_value: int, strides, dilation):
         name=CONV_BLOCK)
 
 
+def fits(xq, weight: np.ndarray, attrs) -> bool:
+    """Whether this conv is depthwise in NCHW/OIHW (groups == channels, one weight plane per channel)."""
+    channels = int(xq.ty.shape.values[1])
+    if int(attrs.groups) != channels or weight.shape[0] != channels or weight.shape[1] != 1:
+        return False
+    return attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW"
+
+
 def conv_kernel(builder, xq, weight: np.ndarray, attrs, zero_point: int):
     """The integer rewrite's conv_kernel hook for depthwise convolutions (groups == channels, one weight per
     channel plane), None for any other."""
     from tvm import relax
 
-    channels = int(xq.ty.shape.values[1])
-    if int(attrs.groups) != channels or weight.shape[0] != channels or weight.shape[1] != 1:
-        return None
-    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+    if not fits(xq, weight, attrs):
         return None
     padding = [int(p) for p in attrs.padding]
     padding = padding * 2 if len(padding) == 2 else padding

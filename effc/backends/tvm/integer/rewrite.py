@@ -42,11 +42,13 @@ class Island:
         return {"op": self.op, "shape": self.shape, "integer": self.integer, "detail": self.detail}
 
 
-def lower_qdq(mod, conv_kernel=None) -> tuple[object, list[Island]]:
+def lower_qdq(mod, conv_kernel=None, float_reason=None) -> tuple[object, list[Island]]:
     """(module with every rewritable island of `main` in integer Relax, one Island per conv2d/matmul).
 
     conv_kernel: a target's integer convolution, `(builder, xq, int8 weight, conv2d attrs, zero point) -> int32
     NCHW expression or None` (None: Relax's conv2d with out_dtype int32 over the input padded with the zero point).
+    float_reason: `(kind, xq, int8 weight, attrs) -> str | None`; a reason keeps that island float (dequantized
+    weights) and is reported, e.g. where the target has no integer kernel for it.
     """
     import tvm
     from tvm import relax
@@ -54,7 +56,7 @@ def lower_qdq(mod, conv_kernel=None) -> tuple[object, list[Island]]:
     main = mod["main"]
     bindings = _bindings(main)
     uses = _use_counts(main)
-    plans, islands = _plan(bindings, uses)
+    plans, islands = _plan(bindings, uses, float_reason)
     if not plans:
         return mod, islands
     rewriter = _rewriter_class()(mod, plans, conv_kernel)
@@ -304,10 +306,14 @@ def _passthrough(bindings, uses, value):
     return _Passthrough(call, dq[0])
 
 
-def _plan(bindings, uses) -> tuple[dict, list[Island]]:
+def _plan(bindings, uses, float_reason=None) -> tuple[dict, list[Island]]:
     """{var to replace: _Plan or _Passthrough} and one Island per conv2d/matmul."""
     plans: dict = {}
     claimed: set = set()
+
+    def kept_float(plan: _Plan) -> str | None:
+        return float_reason(plan.kind, plan.xq, plan.weight, plan.anchor.attrs) if float_reason is not None else None
+
     for var, value in bindings.items():
         if _op(value) != Q:
             continue
@@ -330,7 +336,7 @@ def _plan(bindings, uses) -> tuple[dict, list[Island]]:
         if uses.get(inner, 0) != 1:
             continue
         plan = _match_anchor(bindings, anchor_value)
-        if not isinstance(plan, _Plan):
+        if not isinstance(plan, _Plan) or kept_float(plan):
             continue
         if bias_expr is not None and not _bias(bindings, bias_expr, plan):
             continue
@@ -354,7 +360,10 @@ def _plan(bindings, uses) -> tuple[dict, list[Island]]:
                                   f"{epilogue + ' -> ' if epilogue else ''}requantize to {plan.out['dtype']}"))
             continue
         plan = _match_anchor(bindings, value)
-        if isinstance(plan, _Plan):
+        reason = kept_float(plan) if isinstance(plan, _Plan) else None
+        if reason:
+            islands.append(Island(plan.kind, _shape(value), False, reason))
+        elif isinstance(plan, _Plan):
             plans[var] = plan
             islands.append(Island(plan.kind, _shape(value), True, "int32 accumulation, float output (no quantize follows)"))
         else:
