@@ -3,10 +3,10 @@
 A target is a record (`Target`, record.py): backend, lowering, device kind, how it runs, the TVM target, the ISA its
 kernels may use and a board's memory. Passes and schedule rules read `target.isa`, never the name. A board is one
 `register_target(Target(...))`; a family whose record depends on `--cpu` registers `make(cpu) -> Target`
-(cpu.py: `x86`, `arm`; ort.py: `ort`).
+(cpu.py: `x86`, `arm`; ort.py: `ort`); mcu.py registers the Cortex-M boards.
 """
 
-from effc.targets import cpu, cuda, ort  # noqa: F401  (importing them registers the built-in targets)
+from effc.targets import cpu, cuda, mcu, ort  # noqa: F401  (importing them registers the built-in targets)
 from effc.targets.cpu import ARM_CPUS, host_machine, host_x86_features
 from effc.targets.ort import host_isa
 from effc.targets.record import ISA, Memory, Target
