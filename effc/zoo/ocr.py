@@ -186,7 +186,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     x1 = np.minimum(a[:, None, 2], b[None, :, 2])
     y1 = np.minimum(a[:, None, 3], b[None, :, 3])
     inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = lambda box: (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])  # noqa: E731
+    area = lambda box: (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
     return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
