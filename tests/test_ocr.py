@@ -15,7 +15,7 @@ from effc.zoo.ocr_render import CALIB_FONTS, EVAL_FONTS
 @pytest.mark.parametrize("name", ocr.OCR_NAMES)
 def test_models_load_from_the_installed_wheel(name):
     path = ocr.wheel_model_path(name)
-    assert "rapidocr_onnxruntime" in str(path)
+    assert "rapidocr_onnxruntime" in str(path) and ocr.get(name).onnx_path.exists()
     onnx.checker.check_model(str(path))
     model = load_model(path)
     assert [spec.name for spec in model.input_specs()] == [ocr.INPUT_NAME]
