@@ -101,7 +101,7 @@ def test_refit_lowers_the_output_error():
     reference = run_model(model, feeds)["y"]
     errors = {}
     for refit in (False, True):
-        out = run(model.copy(), f"cluster(k=4,min_size=100,samples=256,reconstruct={str(refit).lower()})", calib)
+        out = run(model.copy(), f"cluster(k=4,scope=tensor,min_size=100,samples=256,reconstruct={str(refit).lower()})", calib)
         errors[refit] = float(np.mean((run_model(out, feeds)["y"] - reference) ** 2))
     assert errors[True] < 0.95 * errors[False], errors  # measured: about 13% lower
 
@@ -249,3 +249,19 @@ def test_sklearn_solver_gives_the_same_storage_and_quality():
         assert initializer(out, "w/cluster/codebook").dims == [8] and out.opset == 21
     # different seeding may end in different local optima of k-means; their quality must match closely
     np.testing.assert_allclose(sqnr["numpy"], sqnr["sklearn"], atol=0.5)
+
+
+def test_auto_scope_gives_channels_a_shared_codebook_would_erase_their_own():
+    model = conv_gemm_model()
+    weight = next(n for n in model.graph.nodes if n.op == "Conv").inputs[1]
+    weight.values = weight.values * np.where(np.arange(16) < 4, 0.03, 1.0).astype(np.float32)[:, None, None, None]
+    details = {}
+    for scope in ("tensor", "auto"):
+        ctx = effc.Context()
+        out = effc.optimize(model.copy(), f"cluster(k=16,scope={scope},min_size=100,reconstruct=false)", ctx).model
+        details[scope] = {row["layer"]: row["scope"] for row in ctx.reports["cluster"]["layers"]}
+        decoded = onnx.numpy_helper.to_array(initializer(decode_weights(out), "w/cluster/decoded/float"))
+        small = np.linalg.norm(decoded[:4] - weight.values[:4]) / np.linalg.norm(weight.values[:4])
+        assert (small < 0.3) == (scope == "auto"), (scope, small)  # one shared codebook maps the small channels to ~0
+    assert details["tensor"] == {"conv": "tensor", "fc": "tensor"}
+    assert details["auto"] == {"conv": "channel", "fc": "tensor"}

@@ -47,7 +47,10 @@ class Cluster(Pass):
     @dataclass
     class Options:
         k: int = field(default=16, metadata={"help": "codebook entries (2..256); <= 16 stores 4-bit indices"})
-        scope: Literal["tensor", "channel"] = field(default="tensor", metadata={"help": "one codebook per weight or per output channel"})
+        scope: Literal["auto", "tensor", "channel"] = field(default="auto", metadata={
+            "help": "one codebook per weight or per output channel; auto: per weight unless a channel exceeds max_channel_error"})
+        max_channel_error: float = field(default=0.3, metadata={
+            "help": "scope=auto: largest relative L2 error of an output channel a shared codebook may leave"})
         init: Init = field(default="kmeans++", metadata={"help": "k-means starting centres"})
         min_size: int = field(default=1024, metadata={"help": "weights with fewer values stay float"})
         exclude: tuple[str, ...] = field(default=(), metadata={"help": "node names or op types left alone"})
@@ -62,6 +65,8 @@ class Cluster(Pass):
                 raise ValueError("k must be in [2, 256] (indices are at most 8-bit)")
             if self.min_size < 1 or self.samples < 1 or self.rows < 1:
                 raise ValueError("min_size, samples and rows must be at least 1")
+            if not 0 < self.max_channel_error:
+                raise ValueError("max_channel_error must be positive")
 
     def check_context(self, ctx) -> None:
         if self.options.reconstruct and ctx.calibration is None and not ctx.allow_random_calibration:
@@ -86,7 +91,9 @@ class Cluster(Pass):
         clustered = []
         with ctx.progress("cluster: k-means", total=len(layers)) as bar:
             for node in layers:
-                clustered.append(_cluster(node, opts, ctx.seed))
+                layer = _cluster(node, opts, ctx.seed)
+                if layer is not None:
+                    clustered.append(layer)
                 bar.advance()
         refined = 0
         if opts.reconstruct:
@@ -101,7 +108,8 @@ class Cluster(Pass):
             report.append(_layer_report(layer, decoded.name))
         model.cleanup()
         bytes_after = model.serialized_size()
-        stats = {"clustered_layers": len(clustered), "refined_layers": refined, "file_bytes_before": bytes_before,
+        stats = {"clustered_layers": len(clustered), "per_channel_layers": sum(c.per_channel for c in clustered),
+                 "float_layers": len(layers) - len(clustered), "refined_layers": refined, "file_bytes_before": bytes_before,
                  "file_bytes_after": bytes_after, "file_ratio": round(bytes_after / bytes_before, 4)}
         if raised:
             stats["opset"] = model.opset
@@ -128,18 +136,41 @@ def _check_order(ctx) -> None:
         raise EffcError("prune after cluster is refused: pruning would break the codebooks; run prune before cluster")
 
 
-def _cluster(node: gs.Node, opts, seed: int) -> ClusteredWeight:
+def _cluster(node: gs.Node, opts, seed: int) -> ClusteredWeight | None:
+    """The layer's clustered weight in the scope asked for; with scope=auto, a shared codebook unless it leaves some
+    output channel with more than max_channel_error relative error, else per channel, else (when per-channel
+    codebooks would outweigh the float weight) None: the layer stays float."""
     weight = np.asarray(node.inputs[1].values, np.float32)
-    axis = output_axis(node) if opts.scope == "channel" and weight.ndim > 1 else None
-    if axis is None:
-        codebook, indices = kmeans_1d(weight, opts.k, opts.init, seed=seed, solver=opts.solver)
-        codebook = _pad(codebook, opts.k)
-    else:
-        rows = np.moveaxis(weight, axis, 0)
-        books, index_rows = zip(*(kmeans_1d(row, opts.k, opts.init, seed=seed, solver=opts.solver) for row in rows))
-        codebook = np.stack([_pad(b, opts.k) for b in books])
-        indices = np.moveaxis(np.stack(index_rows), 0, axis)
-    return ClusteredWeight(node, weight, codebook, indices, output_axis(node) if weight.ndim > 1 else 0)
+    axis = output_axis(node) if weight.ndim > 1 else 0
+    if opts.scope == "channel" and weight.ndim > 1:
+        return _cluster_per_channel(node, weight, axis, opts, seed)
+    codebook, indices = kmeans_1d(weight, opts.k, opts.init, seed=seed, solver=opts.solver)
+    shared = ClusteredWeight(node, weight, _pad(codebook, opts.k), indices, axis)
+    if opts.scope == "tensor" or weight.ndim < 2 or worst_channel_error(shared) <= opts.max_channel_error:
+        return shared
+    channels = weight.shape[axis]
+    if channels * opts.k * 4 + weight.size * (4 if opts.k <= 16 else 8) / 8 >= weight.nbytes:
+        return None
+    return _cluster_per_channel(node, weight, axis, opts, seed)
+
+
+def _cluster_per_channel(node: gs.Node, weight: np.ndarray, axis: int, opts, seed: int) -> ClusteredWeight:
+    rows = np.moveaxis(weight, axis, 0)
+    books, index_rows = zip(*(kmeans_1d(row, opts.k, opts.init, seed=seed, solver=opts.solver) for row in rows))
+    codebook = np.stack([_pad(b, opts.k) for b in books])
+    return ClusteredWeight(node, weight, codebook, np.moveaxis(np.stack(index_rows), 0, axis), axis)
+
+
+def worst_channel_error(layer: ClusteredWeight, negligible: float = 0.01) -> float:
+    """The largest relative L2 error ||w_o - decoded_o|| / ||w_o|| over output channels o, leaving out channels
+    whose norm is below `negligible` times the median channel's (dead or nearly dead channels)."""
+    rows = np.moveaxis(layer.weight, layer.axis, 0).reshape(layer.weight.shape[layer.axis], -1).astype(np.float64)
+    decoded = np.moveaxis(layer.decoded(), layer.axis, 0).reshape(rows.shape)
+    norms = np.linalg.norm(rows, axis=1)
+    live = norms > negligible * np.median(norms)
+    if not live.any():
+        return 0.0
+    return float((np.linalg.norm(rows - decoded, axis=1)[live] / norms[live]).max())
 
 
 def _pad(codebook: np.ndarray, k: int) -> np.ndarray:
@@ -181,4 +212,5 @@ def _layer_report(layer: ClusteredWeight, decoded: str) -> dict:
     signal = float(np.sum(layer.weight.astype(np.float64) ** 2))
     noise = float(np.sum((layer.weight.astype(np.float64) - layer.decoded()) ** 2))
     sqnr = round(float(10 * np.log10(signal / noise)), 2) if noise > 0 else None  # None: exact
-    return {"layer": layer.node.name, "weight": decoded, "params": int(layer.weight.size), "weight_sqnr_db": sqnr}
+    return {"layer": layer.node.name, "weight": decoded, "params": int(layer.weight.size), "weight_sqnr_db": sqnr,
+            "scope": "channel" if layer.per_channel else "tensor"}

@@ -26,7 +26,7 @@ from effc.passes.prune.plan import (
     weight_importance,
 )
 from effc.passes.prune.refit import refit_layers
-from effc.passes.prune.sensitivity import analyze_sensitivity
+from effc.passes.prune.sensitivity import analyze_sensitivity, sensitivity_ratios
 from effc.pipeline.pass_base import Pass, PassResult, register_pass
 
 
@@ -35,7 +35,9 @@ class Prune(Pass):
     """Remove whole channels (dependency groups traced through the graph) and refit the next layers by least squares.
 
     ratio removes that fraction of each prunable group's channels (scope=uniform) or of all of them at one
-    importance threshold (scope=global); per_layer={layer:ratio} names groups by a layer that produces them (then
+    importance threshold (scope=global), or removes as many MACs as the uniform ratio would with per-group ratios
+    chosen by measured sensitivity (scope=sensitivity: each group's output drift pruned alone at 25/50/75%,
+    then a greedy least-drift-per-MAC allocation; one model run per group and level); per_layer={layer:ratio} names groups by a layer that produces them (then
     only those are pruned unless ratio is also given). reconstruct=true (the default) needs calibration data
     and refuses without it; with reconstruct=false and a weight criterion (l1, l2, bn_gamma) none is needed.
     analyze=true leaves the model unchanged and reports per-group drift at several ratios plus a per-layer
@@ -50,8 +52,8 @@ class Prune(Pass):
         ratio: float = field(default=0.5, metadata={"help": "fraction of each group's channels to remove"})
         per_layer: dict[str, float] | None = field(default=None, metadata={"help": "ratios by layer name, e.g. {conv1:0.3}"})
         criterion: Literal["l1", "l2", "bn_gamma", "activation"] = field(default="l1", metadata={"help": "channel importance"})
-        scope: Literal["uniform", "global"] = field(default="uniform",
-                                                    metadata={"help": "one ratio per group, or one threshold for all"})
+        scope: Literal["uniform", "global", "sensitivity"] = field(default="uniform", metadata={
+            "help": "one ratio per group, one threshold for all, or ratios by measured sensitivity (same MACs)"})
         round_to: int = field(default=8, metadata={"help": "kept channel counts are multiples of this"})
         reconstruct: bool = field(default=True, metadata={"help": "refit the following layers on calibration data"})
         protect: tuple[str, ...] = field(default=(), metadata={"help": "layers that keep all their channels"})
@@ -80,7 +82,8 @@ class Prune(Pass):
 
     def _calibration_needs(self) -> list[str]:
         o = self.options
-        flags = (("analyze=true", o.analyze), ("reconstruct=true", o.reconstruct and not o.analyze),
+        flags = (("analyze=true", o.analyze), ("scope=sensitivity", o.scope == "sensitivity"),
+                 ("reconstruct=true", o.reconstruct and not o.analyze),
                  ("criterion=activation", o.criterion == "activation"))
         return [why for why, needed in flags if needed]
 
@@ -101,6 +104,10 @@ class Prune(Pass):
             report["blocked"] = blocked
             return PassResult(False, {"groups": len(prunable)}, report)
         ratios, global_ratio = self._ratios(work, prunable)
+        if o.scope == "sensitivity":
+            free = [g for g in prunable if g.id not in ratios]
+            ratios.update(sensitivity_ratios(work, free, scores, feeds, ratio=global_ratio, round_to=o.round_to, ctx=ctx))
+            global_ratio = None
         drops = choose_drops(prunable, ratios, scores, round_to=o.round_to, global_ratio=global_ratio)
         if not drops:
             return PassResult(False, {"groups": len(prunable), "groups_pruned": 0}, {"blocked": blocked})
@@ -126,6 +133,8 @@ class Prune(Pass):
         report = {"groups": [{"group": g.name, "channels": g.size, "kept": g.size - len(drops.get(g.id, ())),
                               "layers": [n.name for n in g.layers]} for g in prunable],
                   "blocked": blocked, "reconstruction": refits}
+        if o.scope == "sensitivity":
+            report["allocation"] = {g.name: ratios[g.id] for g in prunable if ratios.get(g.id)}
         return PassResult(True, stats, report)
 
     def _feeds(self, model: Model, ctx) -> list[dict[str, np.ndarray]]:
@@ -153,7 +162,7 @@ class Prune(Pass):
         by_layer = {n.name: g for g in prunable for n in g.producers}
         ratios = {by_layer[layer].id: value for layer, value in (o.per_layer or {}).items()}
         rest = o.ratio if (o.per_layer is None or "ratio" in self.explicit) else 0.0
-        if o.scope == "global":
+        if o.scope in ("global", "sensitivity"):
             return ratios, rest
         ratios.update({g.id: rest for g in prunable if g.id not in ratios})
         return ratios, None

@@ -19,6 +19,7 @@ from effc.onnx_runtime import ort_session
 from effc.passes.prune.plan import apply_drops, choose_drops, plan_edits, predicted_macs
 
 RATIOS = (0.25, 0.5, 0.75)
+FINE_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # scope=sensitivity: steps fine enough to land near the target
 
 
 def relative_drift(reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[Sequence[np.ndarray]]) -> float:
@@ -28,19 +29,36 @@ def relative_drift(reference: Sequence[Sequence[np.ndarray]], candidate: Sequenc
     return float(np.sqrt(err / max(norm, 1e-30)))
 
 
-def analyze_sensitivity(model: Model, groups: Sequence[ChannelGroup], scores: Mapping[int, np.ndarray], feeds,
-                        *, round_to: int, target: float, ctx) -> dict:
-    """Per-group drift at RATIOS (model untouched) and an allocation removing `target` of the MACs."""
+def group_drift(model: Model, groups: Sequence[ChannelGroup], scores: Mapping[int, np.ndarray], feeds, *,
+                round_to: int, ctx, ratios: Sequence[float] = RATIOS) -> dict[int, dict[float, float]]:
+    """Output drift of each group pruned alone at 0 and each of `ratios` (the model is left untouched)."""
     reference = [ort_session(model).run(None, dict(f)) for f in feeds]
-    base_macs = model_stats(model).macs
     drift: dict[int, dict[float, float]] = {}
-    with ctx.progress("pruning sensitivity", total=len(groups) * len(RATIOS)) as bar:
+    with ctx.progress("pruning sensitivity", total=len(groups) * len(ratios)) as bar:
         for group in groups:
             drift[group.id] = {0.0: 0.0}
-            for ratio in RATIOS:
+            for ratio in ratios:
                 drops = choose_drops([group], {group.id: ratio}, scores, round_to=round_to)
                 drift[group.id][ratio] = _drift_with(model, group.id, drops, feeds, reference) if drops else 0.0
                 bar.advance()
+    return drift
+
+
+def sensitivity_ratios(model: Model, groups: Sequence[ChannelGroup], scores: Mapping[int, np.ndarray], feeds, *,
+                       ratio: float, round_to: int, ctx) -> dict[int, float]:
+    """Per-group ratios that remove as many MACs as `ratio` of every group would, spent where drift is least."""
+    base_macs = model_stats(model).macs
+    uniform = choose_drops(groups, {g.id: ratio for g in groups}, scores, round_to=round_to)
+    target = 1.0 - predicted_macs(model, plan_edits(groups, uniform)[0]) / base_macs if base_macs else 0.0
+    drift = group_drift(model, groups, scores, feeds, round_to=round_to, ctx=ctx, ratios=FINE_RATIOS)
+    return _allocate(model, groups, scores, drift, round_to, target, base_macs, FINE_RATIOS)
+
+
+def analyze_sensitivity(model: Model, groups: Sequence[ChannelGroup], scores: Mapping[int, np.ndarray], feeds,
+                        *, round_to: int, target: float, ctx) -> dict:
+    """Per-group drift at RATIOS (model untouched) and an allocation removing `target` of the MACs."""
+    base_macs = model_stats(model).macs
+    drift = group_drift(model, groups, scores, feeds, round_to=round_to, ctx=ctx)
     allocation = _allocate(model, groups, scores, drift, round_to, target, base_macs)
     chosen = choose_drops(groups, allocation, scores, round_to=round_to)
     macs_after = predicted_macs(model, plan_edits(groups, chosen)[0])
@@ -68,8 +86,8 @@ def _drift_with(model: Model, group_id: int, drops, feeds, reference) -> float:
 
 
 def _allocate(model: Model, groups: Sequence[ChannelGroup], scores, drift, round_to: int, target: float,
-              base_macs: int) -> dict[int, float]:
-    levels = (0.0, *RATIOS)
+              base_macs: int, ratios: Sequence[float] = RATIOS) -> dict[int, float]:
+    levels = (0.0, *ratios)
     state = {g.id: 0.0 for g in groups}
 
     def macs_of(ratios):
