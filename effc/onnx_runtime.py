@@ -122,7 +122,7 @@ def compare_outputs(reference: list[Mapping[str, np.ndarray]], candidate: list[M
             r64, c64 = r.astype(np.float64), c.astype(np.float64)
             if r.size == 0:
                 continue
-            diff = np.abs(r64 - c64)
+            diff = np.atleast_1d(np.abs(r64 - c64))  # rank-0 outputs too: a 0-d difference is a numpy scalar
             # NaN where only one side has it (or Inf against a number) is infinitely far; NaN on both sides agrees
             diff[np.isnan(r64) & np.isnan(c64)] = 0.0
             diff[np.isnan(diff)] = np.inf

@@ -100,7 +100,7 @@ def test_resume_adds_trials_and_an_existing_search_needs_it(tmp_path):
     (["--budget", "accuracy<0.9"], "expected accuracy_drop<=X"),
     (["--budget", "accuracy_drop<=5"], "not a fraction"),
     (["--objective", "speed"], "--objective speed"),
-    (["--trials", "0"], "must be at least 1"),
+    (["--trials", "0"], "--trials': 0 is not in the range x>=1"),
     (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open it"),
     (["--metric", "no_such_module:f"], "cannot import it"),
 ])

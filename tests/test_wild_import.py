@@ -167,3 +167,28 @@ def test_inspect_says_macs_assume_1_for_unpinned_dims(tmp_path):
     assert "MACs assume 1" in invoke("inspect", path).stdout
     pinned = json.loads(invoke("inspect", path, "--json", "--input-shape", "x=1,3,8,8").stdout)
     assert pinned["macs_assume_1_for"] == [] and pinned["macs"] == 4 * 27 * 64
+
+
+@pytest.mark.zoo
+def test_a_real_model_with_dim_value_minus_1_calibrates_and_quantizes():
+    """The PP-OCRv4 direction classifier (rapidocr_onnxruntime's wheel) declares its batch as dim_value -1."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    import effc
+    from effc.calib import CalibrationData
+    from effc.onnx_runtime import run_model
+    from effc.zoo import ocr
+
+    entry = ocr.get("ocr_cls")
+    declared = onnx.load(str(entry.onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    assert declared.HasField("dim_value") and declared.dim_value == -1
+    model = effc.load_model(str(entry.onnx_path))
+    assert isinstance(model.input_specs()[0].shape[0], str)  # a symbolic dim, not "fixed at -1"
+    ctx = effc.Context(calibration=CalibrationData.load(entry.calib_path))
+    quantized = effc.optimize(model, "default,int8", ctx).model
+    data = np.load(entry.eval_path)
+    x = data["x"][:16]
+    reference = run_model(str(entry.onnx_path), {"x": x})
+    candidate = run_model(quantized, {"x": x})
+    name = next(iter(reference))
+    agree = np.mean(reference[name].argmax(-1) == candidate[name].argmax(-1))
+    assert agree >= 0.8, agree  # calibrated: uncalibrated int8 collapsed to one class (48%)

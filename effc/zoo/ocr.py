@@ -23,7 +23,7 @@ REC_SHAPE, CLS_SHAPE, DET_PAGE = (48, 320), (48, 192), (384, 512)
 # (calibration, evaluation) sample counts; pages for the detector.
 COUNTS = {"ocr_rec": (48, 150), "ocr_cls": (48, 150), "ocr_det": (8, 24)}
 CALIB_SEED, EVAL_SEED = 11, 12
-DATA_VERSION = "1"  # bump when rendering changes
+DATA_VERSION = "2"  # bump when rendering changes (2: calibration files hold the model input only)
 DET_THRESHOLD, DET_BOX_THRESHOLD, DET_UNCLIP = 0.3, 0.5, 1.6
 
 
@@ -44,8 +44,6 @@ def get(name: str, force: bool = False) -> ZooModel:
     """The model (from the wheel) and its rendered calibration/evaluation files, rendered on first use."""
     onnx_path = wheel_model_path(name)
     folder = cache_dir() / "ocr" / DATA_VERSION
-    if name == "ocr_cls":  # its batch dim is dim_value -1, which effc's importer takes as a fixed size: a named copy
-        onnx_path = folder / "ocr_cls.onnx"
     model = ZooModel(name, onnx_path, folder / f"{name}_calib.npz", folder / f"{name}_eval.npz", has_labels=True)
     if model.exists() and not force:
         return model
@@ -53,27 +51,14 @@ def get(name: str, force: bool = False) -> ZooModel:
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if force or not model.exists():
-            from effc.zoo.build import _save_npz, _temporary_sibling
-
-            if name == "ocr_cls":
-                with _temporary_sibling(onnx_path) as tmp:
-                    _write_with_named_negative_dims(wheel_model_path(name), tmp)
+            from effc.zoo.build import _save_npz
 
             calib_count, eval_count = COUNTS[name]
-            _save_npz(model.calib_path, **render_set(name, calib_count, CALIB_SEED, CALIB_FONTS))
+            # calibration data names model inputs only (effc refuses keys that match no input); labels stay in eval
+            calibration = render_set(name, calib_count, CALIB_SEED, CALIB_FONTS)
+            _save_npz(model.calib_path, **{INPUT_NAME: calibration[INPUT_NAME]})
             _save_npz(model.eval_path, **render_set(name, eval_count, EVAL_SEED, EVAL_FONTS))
     return model
-
-
-def _write_with_named_negative_dims(source: pathlib.Path, target: pathlib.Path) -> None:
-    import onnx
-
-    model = onnx.load(str(source))
-    for value in [*model.graph.input, *model.graph.output]:
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.HasField("dim_value") and dim.dim_value < 0:
-                dim.dim_param = "N"
-    onnx.save(model, str(target))
 
 
 def dictionary() -> list[str]:
