@@ -135,7 +135,7 @@ def test_internal_error_is_exit_3_with_reproducer_and_no_output(tmp_path, model_
         assert result.exit_code == 3
         line = result.stderr.strip()
         assert line.startswith("internal error:") and "toy-explodes" in line and "--debug" in line and "\n" not in line
-        where = Path(line.split("a reproducer is in ")[1].rstrip(")"))
+        where = Path(line.split("a reproducer is in ")[1].split(", rm -r it when done")[0].rstrip(")"))
         assert (where / "tiny.onnx").exists() and "toy-explodes" in (where / "pipeline.txt").read_text()
         shutil.rmtree(where)
         assert not out.exists() and not list(tmp_path.glob(".out.onnx*"))

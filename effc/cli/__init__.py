@@ -59,7 +59,7 @@ def _internal(ctx: click.Context, debug: bool, exc: BaseException, native) -> No
     from effc.cli.common import write_reproducer
 
     where = write_reproducer(ctx, exc, native.text() if native else "")
-    hint = f"; rm -r it when done: a reproducer is in {where}" if where else ""
+    hint = f"; a reproducer is in {where}, rm -r it when done" if where else ""
     _fail(ctx, debug, f"internal error: {type(exc).__name__}: {_first_line(exc)}"
                       f" (rerun with --debug for the traceback{hint})", EXIT_INTERNAL)
 
