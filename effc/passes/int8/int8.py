@@ -29,9 +29,8 @@ def activation_format(isa: ISA, activations: str, symmetric: bool) -> tuple[Acti
 
     ONNX Runtime on x86 runs u8 x s8 products (VNNI's vpdpbusd, else pmaddubsw); int8 x int8 falls back to
     slower kernels (measured on ResNet-18: 3.16x vs 1.03x over float). ARM's dot-product instructions (sdot) are
-    signed x signed, so ARM records ask for int8 activations. TVM 0.27 lowers QDQ to float math either way, so for
-    TVM targets the choice only fixes the numerics the QDQ model promises; we keep the format an integer kernel
-    of that CPU would use.
+    signed x signed, so ARM records ask for int8 activations. effc's TVM backend rewrites the QDQ islands into
+    integer kernels of that format (effc/backends/tvm/integer/), so the same choice serves both backends.
     """
     if activations == "auto":
         if symmetric:
@@ -67,8 +66,8 @@ class Int8(Pass):
     are int32 with scale input_scale * weight_scale, corrected (bias_correction) for the mean shift the final
     weight error causes. Constant tables read
     by Gather/Slice (embeddings) are stored int8. Activations are per tensor; the type follows the target record's
-    ISA (see `activation_format`; ONNX Runtime on this machine when no target is given): uint8 for x86, int8 for arm. TVM 0.27 lowers QDQ to float math,
-    so for TVM targets the output is the same standard QDQ ONNX (numerically what integer kernels compute).
+    ISA (see `activation_format`; ONNX Runtime on this machine when no target is given): uint8 for x86, int8 for arm. The output is
+    standard QDQ ONNX for every target; the TVM backend turns its islands into integer kernels.
 
     Report (ctx.reports["int8"]): per layer its output SQNR in the quantized model, the noise it adds itself
     (local SQNR), its weights' SQNR and, with gptq, how much less output error (on calibration rows, weights
