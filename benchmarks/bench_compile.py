@@ -12,6 +12,7 @@ untuned one).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -27,22 +28,22 @@ SHAPES = {"digits": {"input": [1, 1, 8, 8]}, "resnet18": {"input": [1, 3, 224, 2
           "mobilenetv2": {"input": [1, 3, 224, 224]}, "encoder": {"input_ids": [1, 16]}}
 
 
-def interleaved_ms(artifact, session, feeds, repeat: int, rounds: int) -> tuple[float, float]:
-    """Medians over `rounds` rounds of `repeat` back-to-back calls each of the artifact then ORT: a round keeps each
-    runtime's thread pool awake the way a serving loop does, and alternating rounds spread machine load over both.
-    Each round starts after a pause: ORT's workers spin on for a while after a run, and a parallel TVM kernel that
-    starts then waits a scheduler slice (digits measured 4 ms instead of 0.04) for a worker they hold off its core."""
-    names = [o.name for o in session.get_outputs()]
-    ours, theirs = [], []
+def interleaved_ms(runs: dict, repeat: int, rounds: int) -> dict[str, float]:
+    """{label: median ms} of `runs` ({label: no-argument callable}), timed in alternating rounds of `repeat`
+    back-to-back calls each: a round keeps each runtime's thread pool awake the way a serving loop does, and
+    alternating rounds spread machine load over all of them. Each round starts after a pause: ORT's workers spin on
+    for a while after a run, and a parallel TVM kernel that starts then waits a scheduler slice (digits measured
+    4 ms instead of 0.04) for a worker they hold off its core."""
+    times: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(rounds):
-        for run, times in ((lambda: artifact(feeds), ours), (lambda: session.run(names, feeds), theirs)):
+        for label, run in runs.items():
             time.sleep(0.05)  # the other runtime's spinning workers go idle
             run()  # wake the pool
             for _ in range(repeat):
                 start = time.perf_counter()
                 run()
-                times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(ours), 1e3 * statistics.median(theirs)
+                times[label].append(time.perf_counter() - start)
+    return {label: 1e3 * statistics.median(t) for label, t in times.items()}
 
 
 def max_abs_diff(artifact, session, feeds) -> float:
@@ -84,7 +85,10 @@ def main() -> None:
             if target == "x86":
                 feeds = random_inputs(model.input_specs())
                 session = ort_session(zoo.onnx_path)
-                ours, theirs = interleaved_ms(artifact, session, feeds, args.repeat, args.rounds)
+                names = [o.name for o in session.get_outputs()]
+                runs = {"effc": functools.partial(artifact, feeds), "ort": functools.partial(session.run, names, feeds)}
+                ms = interleaved_ms(runs, args.repeat, args.rounds)
+                ours, theirs = ms["effc"], ms["ort"]
                 cells[5:] = [f"{ours:.3f}", f"{theirs:.3f}", f"{ours / theirs:.2f}x",
                              f"{max_abs_diff(artifact, session, feeds):.1e}"]
             print("| " + " | ".join(cells) + " |", flush=True)

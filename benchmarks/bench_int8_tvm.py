@@ -15,36 +15,18 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from bench_compile import SHAPES, interleaved_ms  # run from benchmarks/, as bench_cluster imports bench_prune
 
 import effc
 from effc.calib import CalibrationData
 from effc.onnx_runtime import ort_session
 from effc.pipeline.context import Context
 from effc.zoo import get
-
-SHAPES = {"digits": {"input": [1, 1, 8, 8]}, "resnet18": {"input": [1, 3, 224, 224]},
-          "mobilenetv2": {"input": [1, 3, 224, 224]}, "encoder": {"input_ids": [1, 16]}}
-
-
-def interleaved_ms(runs: dict, repeat: int, rounds: int) -> dict[str, float]:
-    """{label: median ms} of `runs` ({label: no-argument callable}) timed in alternating rounds."""
-    times: dict[str, list[float]] = {label: [] for label in runs}
-    for _ in range(rounds):
-        for label, run in runs.items():
-            time.sleep(0.05)  # the other runtime's spinning workers go idle
-            run()
-            for _ in range(repeat):
-                start = time.perf_counter()
-                run()
-                times[label].append(time.perf_counter() - start)
-    return {label: 1e3 * statistics.median(t) for label, t in times.items()}
 
 
 def output_step(model) -> float:
