@@ -58,3 +58,20 @@ def test_folded_conv_bias_and_clip_nan_checks_stay_with_their_nodes():
     mapping = map_kernels([kernel, kernel.replace("conv2d", "conv2d1")], nodes)
     assert sorted(mapping[kernel]) == [0, 1]
     assert sorted(mapping[kernel.replace("conv2d", "conv2d1")]) == [2, 3]
+
+
+def test_integer_kernels_claim_their_conv_or_gemm_and_its_requantization():
+    """The integer lowering requantizes inside the kernel (cast, scale, round, zero point, clip, cast back): that is
+    the QuantizeLinear after the conv, not the next one; a later kernel's conv is not pushed onto other nodes."""
+    nodes = [["in/Q", "QuantizeLinear", 0, []], ["in/DQ", "DequantizeLinear", 0, [0]], ["c1", "Conv", 100, [1]],
+             ["r1", "Relu", 0, [2]], ["r1/Q", "QuantizeLinear", 0, [3]], ["r1/DQ", "DequantizeLinear", 0, [4]],
+             ["c2", "Conv", 100, [5]], ["r2", "Relu", 0, [6]], ["r2/Q", "QuantizeLinear", 0, [7]],
+             ["r2/DQ", "DequantizeLinear", 0, [8]], ["fc", "Gemm", 50, [9]]]
+    sequence = ["quantize", "fused_effc_conv2d_int8_add_cast_multiply_tir_round_add1_tir_clip_cast1",
+                "fused_effc_conv2d_int81_add2_cast2_multiply1_tir_round1_add3_tir_clip1_cast3",
+                "fused_matmul1_cast8_multiply4_add9"]
+    mapping = {k: [nodes[j][0] for j in v] for k, v in map_kernels(sequence, nodes).items()}
+    assert mapping == {"quantize": ["in/Q"],
+                       "fused_effc_conv2d_int8_add_cast_multiply_tir_round_add1_tir_clip_cast1": ["c1", "r1/Q"],
+                       "fused_effc_conv2d_int81_add2_cast2_multiply1_tir_round1_add3_tir_clip1_cast3": ["c2", "r2/Q"],
+                       "fused_matmul1_cast8_multiply4_add9": ["fc"]}

@@ -29,11 +29,16 @@ RELAX_OPS = {
     "ReduceMean": ("mean",), "ReduceSum": ("sum",), "Cast": ("astype", "cast"), "Expand": ("broadcast_to",),
     "Slice": ("strided_slice", "dynamic_strided_slice"), "Pad": ("pad",), "HardSigmoid": ("clip", "add", "multiply", "divide"),
     "HardSwish": ("clip", "add", "multiply", "divide"), "Gelu": ("gelu",), "Erf": ("erf",), "Sqrt": ("sqrt",),
+    # the integer lowering (effc/backends/tvm/integer) requantizes inside the conv/matmul kernel: scale, round, shift
+    "QuantizeLinear": ("quantize", "cast", "multiply", "tir_round", "add", "tir_clip", "clip", "maximum", "minimum"),
 }
 LOOKAHEAD = 16
 # Ops one ONNX node's lowering emits more than once (Clip's NaN checks, once per bound): a repeat joins the node
 # that already claimed it instead of claiming the next node.
 REPEATING_OPS = frozenset({"tir_isnan", "where"})
+# ... and per ONNX op: an integer-lowered QuantizeLinear casts twice (the int32 accumulator to float, the result to
+# uint8/int8)
+REPEATING_OPS_OF = {"QuantizeLinear": frozenset({"cast"})}
 
 
 @dataclass
@@ -79,7 +84,7 @@ def map_kernels(sequence: list[str], onnx_nodes: list[list]) -> dict[str, list[i
         this_call: dict[int, set[str]] = {}  # node index -> the ops of this call it accounts for
         for op in kernel_ops(symbol):
             # One ONNX node may lower to several Relax ops (Clip -> maximum, minimum; Gemm -> matmul, add).
-            owner = next((j for j, ops in this_call.items() if op in lowers_to(onnx_nodes[j][1]) and (op not in ops or op in REPEATING_OPS)), None)
+            owner = next((j for j, ops in this_call.items() if op in lowers_to(onnx_nodes[j][1]) and (op not in ops or op in REPEATING_OPS or op in REPEATING_OPS_OF.get(onnx_nodes[j][1], ()))), None)
             if owner is not None:
                 this_call[owner].add(op)
                 continue
