@@ -39,6 +39,8 @@ REPEATING_OPS = frozenset({"tir_isnan", "where"})
 # ... and per ONNX op: an integer-lowered QuantizeLinear casts twice (the int32 accumulator to float, the result to
 # uint8/int8)
 REPEATING_OPS_OF = {"QuantizeLinear": frozenset({"cast"})}
+# Nodes claimed only to keep the calls aligned, not reported: int8's Q/DQ are bookkeeping, and strip-names renames them
+ALIGNMENT_ONLY_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
 @dataclass
@@ -115,7 +117,7 @@ def kernel_rows(times: dict[str, list[float]], sequence: list[str], onnx_nodes: 
         if is_builtin(symbol):
             continue
         ms = statistics.median(samples) * 1e3
-        nodes = [onnx_nodes[j] for j in mapping.get(symbol, [])]
+        nodes = [onnx_nodes[j] for j in mapping.get(symbol, []) if onnx_nodes[j][1] not in ALIGNMENT_ONLY_OPS]
         macs = int(sum(n[2] for n in nodes))
         rows.append(KernelRow(symbol, calls.get(symbol, 0), ms, ms / e2e_ms if e2e_ms else 0.0,
                               sorted({n[0] for n in nodes}), macs, 2 * macs / (ms * 1e6) if macs and ms > 0 else None))
