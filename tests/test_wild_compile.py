@@ -112,6 +112,65 @@ def test_an_op_tvm_cannot_import_is_named_with_the_backend_that_runs_it(tmp_path
     assert invoke("compile", path, "--target", "ort", "-o", tmp_path / "l.ort.effc").exit_code == 0
 
 
+def test_an_op_tvm_cannot_import_inside_an_if_branch_is_named_before_any_work(tmp_path):
+    x = helper.make_tensor_value_info("x", T.FLOAT, [5, 1, 4])
+    c = helper.make_tensor_value_info("c", T.BOOL, [])
+    y = helper.make_tensor_value_info("y", T.FLOAT, [5, 1, 1, 8])
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.random((1, 32, 4), np.float32), "W")
+    r = numpy_helper.from_array(rng.random((1, 32, 8), np.float32), "R")
+    then = helper.make_graph([helper.make_node("LSTM", ["x", "W", "R"], ["t"], hidden_size=8, name="rnn/LSTM")], "then",
+                             [], [helper.make_tensor_value_info("t", T.FLOAT, [5, 1, 1, 8])], [w, r])
+    zeros = numpy_helper.from_array(np.zeros((5, 1, 1, 8), np.float32), "zeros")
+    other = helper.make_graph([helper.make_node("Identity", ["zeros"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", T.FLOAT, [5, 1, 1, 8])], [zeros])
+    graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "g", [x, c], [y])
+    path = tmp_path / "if_lstm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert "rnn/LSTM (LSTM)" in invoke("inspect", path).output
+    result = invoke("compile", path, "-o", tmp_path / "l.effc")
+    assert result.exit_code == 2, result.output
+    assert "rnn/LSTM (LSTM)" in result.stderr and "--target ort" in result.stderr
+    assert not (tmp_path / "l.effc").exists()
+
+
+def test_what_native_destructors_print_on_failure_stays_off_the_terminal(tmp_path):
+    """TVM objects left in a failed command's frames (a BlockBuilder with open blocks) print from their destructors:
+    that must happen while fd 2 is still captured, so the error line stays the last one."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "boom.py"
+    script.write_text("""
+import os
+from effc.cli import cli
+from effc.errors import EffcError
+
+class Native:
+    def __del__(self):
+        os.write(2, b"NATIVE DESTRUCTOR NOISE\\n")
+
+@cli.command("boom")
+def boom():
+    def inner():
+        holder = Native()
+        raise KeyError("inner")
+    try:
+        inner()
+    except KeyError:
+        raise EffcError("the real error") from None
+
+cli(prog_name="effc")
+""")
+    env = {**os.environ, "EFFC_DEBUG": ""}
+    done = subprocess.run([sys.executable, str(script), "boom"], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: the real error"], done.stderr
+    debug = subprocess.run([sys.executable, str(script), "--debug", "boom"], capture_output=True, text=True,
+                           timeout=120, env=env)
+    assert "NATIVE DESTRUCTOR NOISE" in debug.stderr and "Traceback" in debug.stderr  # --debug shows it all
+
+
 @pytest.mark.tvm
 def test_native_noise_stays_off_the_terminal_unless_debug(tmp_path):
     import subprocess

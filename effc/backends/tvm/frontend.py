@@ -10,6 +10,7 @@ import onnx_graphsurgeon as gs
 
 from effc.errors import EffcError
 from effc.ir import Model
+from effc.ir.structure import nodes_with_subgraphs
 
 
 @functools.cache
@@ -21,10 +22,10 @@ def tvm_importable_ops() -> frozenset[str]:
 
 
 def unsupported_nodes(model: Model) -> list[tuple[str, str]]:
-    """(node name, op) of every node the TVM ONNX frontend cannot convert."""
+    """(node name, op) of every node the TVM ONNX frontend cannot convert, inside If/Loop/Scan bodies too."""
     ops = tvm_importable_ops()
     return [(n.name, n.op if not n.domain or n.domain == "ai.onnx" else f"{n.domain}.{n.op}")
-            for n in model.graph.nodes
+            for n in nodes_with_subgraphs(model.graph)
             if n.op not in ops or (n.domain not in ("", "ai.onnx", None))]
 
 
