@@ -25,7 +25,7 @@ def ort_session(model: Model | onnx.ModelProto | bytes | str, *, threads: int = 
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if isinstance(model, Model):
-        model = model.to_proto()
+        model = model.to_proto(portable=True)
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     try:

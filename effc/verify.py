@@ -48,9 +48,11 @@ def unpinned_dims(specs: Sequence[TensorSpec]) -> list[str]:
     return [f"{s.name}[{axis}]={d}" for s in specs for axis, d in enumerate(s.shape or ()) if not isinstance(d, int)]
 
 
-def run_reference(session, feeds: Sequence[Mapping[str, np.ndarray]], specs: Sequence[TensorSpec]) -> list[dict[str, np.ndarray]]:
+def run_reference(session, feeds: Sequence[Mapping[str, np.ndarray]], specs: Sequence[TensorSpec], *,
+                  random_feeds: bool = False) -> list[dict[str, np.ndarray]]:
     """The reference model's outputs on `feeds`. When ONNX Runtime cannot run it at the sizes chosen for unpinned
-    dims, EffcError names the dims to pin with --input-shape (the model's fault is not ours)."""
+    dims, EffcError names the dims to pin with --input-shape (the model's fault is not ours); on `random_feeds` at
+    static sizes, it asks for real inputs (a sample rate or token ids can only take some values)."""
     outputs = []
     for feed in feeds:
         try:
@@ -59,8 +61,10 @@ def run_reference(session, feeds: Sequence[Mapping[str, np.ndarray]], specs: Seq
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             dims = unpinned_dims(specs)
             if not dims:
+                hint = ("; these inputs were random: give real ones (--calib DATA.npz for optimize, --inputs for verify "
+                        "and profile)") if random_feeds else ""
                 raise EffcError(f"ONNX Runtime cannot run the model on inputs of shapes "
-                                f"{ {k: list(v.shape) for k, v in feed.items()} }: {reason}") from None
+                                f"{ {k: list(v.shape) for k, v in feed.items()} }: {reason}{hint}") from None
             tried = ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in feed.items())
             raise EffcError(f"ONNX Runtime cannot run the model at the sizes chosen for its unpinned dims "
                             f"{', '.join(dims)} ({tried}): pin them with --input-shape NAME=D0,D1,...; ORT said: {reason}") from None
@@ -98,4 +102,6 @@ def compare_models(reference: Model, candidate: Model, inputs: CalibrationData |
     specs = list(ref_specs.values())
     feeds = verification_feeds(specs, inputs, samples, seed)
     ref_session, cand_session = ort_session(reference), ort_session(candidate)
-    return compare_outputs(run_reference(ref_session, feeds, specs), run_reference(cand_session, feeds, specs))
+    random_feeds = inputs is None
+    return compare_outputs(run_reference(ref_session, feeds, specs, random_feeds=random_feeds),
+                           run_reference(cand_session, feeds, specs, random_feeds=random_feeds))

@@ -145,3 +145,41 @@ def test_internal_errors_keep_one_bounded_reproducer_folder(tmp_path, model, mon
     assert len(folders) == common.CRASH_FOLDERS_KEPT
     assert all((f / "model.txt").read_text().strip() == str(os.path.realpath(model)) for f in folders)
     assert not any(f.glob("*.onnx") for f in folders if list(f.glob("*.onnx")))
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs: smaller than the digits model, so every write to it runs out of space. Needs root (mount)."""
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True, check=False)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)
+
+
+DIGITS = os.path.join(os.path.dirname(__file__), "..", "effc", "zoo", "digits", "digits.onnx")
+
+
+def assert_full_disk_refused(result, folder) -> None:
+    assert result.exit_code == 2, result.output
+    assert "No space left" in result.stderr or "no space left" in result.stderr
+    assert "internal error" not in result.stderr and "reproducer" not in result.stderr
+    assert os.listdir(folder) == []  # nothing half-written, no temporary left behind
+
+
+def test_a_full_disk_is_an_input_error_that_leaves_nothing(full_disk):
+    assert_full_disk_refused(invoke("optimize", DIGITS, "-o", full_disk / "d.onnx"), full_disk)
+    assert_full_disk_refused(invoke("compile", DIGITS, "--target", "ort", "-o", full_disk / "d.ort"), full_disk)
+
+
+@pytest.mark.tvm
+def test_a_full_disk_during_a_tvm_compile_says_so(full_disk):
+    result = invoke("compile", DIGITS, "--input-shape", "input=1,1,8,8", "-o", full_disk / "d.effc")
+    assert_full_disk_refused(result, full_disk)

@@ -195,6 +195,14 @@ def test_requirements_are_checked_before_any_pass(tiny_model, toy_passes):
         unregister_pass("toy-needs-data")
 
 
+@pytest.mark.parametrize("late", ["int8(exclude=[no_such_node])", "cluster(exclude=[Conv,no_such_node],reconstruct=false)"])
+def test_node_names_in_options_are_checked_before_any_pass(tiny_model, toy_passes, late):
+    ctx = Context(allow_random_calibration=True)
+    with pytest.raises(EffcError, match="'no_such_node' is neither a node name nor an op type"):
+        effc.optimize(load_model(tiny_model), f"toy-counter,{late}", ctx)
+    assert "count" not in ctx.cache  # the pass before it never ran
+
+
 def test_instruments_and_dump_after(tmp_path, tiny_model, toy_passes):
     calls = []
 

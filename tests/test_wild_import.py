@@ -132,6 +132,42 @@ def test_lossless_passes_keep_if_subgraphs_loadable(tmp_path):
         np.testing.assert_array_equal(got, np.maximum(x, 0) if branch else -np.maximum(x, 0))
 
 
+def if_model_typed_only_for_some_sizes(tmp_path) -> str:
+    """An If whose then-branch reshapes x to [2, -1]: fine for even lengths, the only ones the model is run at on that
+    branch. With x pinned to an odd length ORT's load-time inference rejects the untaken branch (a sample-rate switch
+    in a real VAD behaves the same way)."""
+    x = helper.make_tensor_value_info("x", T.FLOAT, ["N"])
+    c = helper.make_tensor_value_info("c", T.BOOL, [])
+    y = helper.make_tensor_value_info("y", T.FLOAT, None)
+
+    def branch(name: str, shape: list[int]) -> onnx.GraphProto:
+        target = numpy_helper.from_array(np.array(shape, np.int64), f"{name}_shape")
+        return helper.make_graph([helper.make_node("Reshape", ["x1", f"{name}_shape"], [f"{name}_y"])], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_y", T.FLOAT, ["R", "C"])], [target])
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["x1"]),
+                               helper.make_node("If", ["c"], ["y"], then_branch=branch("then", [2, -1]),
+                                                else_branch=branch("else", [1, -1]))], "g", [x, c], [y])
+    return save(graph, tmp_path / "if_sizes.onnx")
+
+
+def test_pins_that_orts_branch_inference_rejects_stay_out_of_the_written_model(tmp_path):
+    path = if_model_typed_only_for_some_sizes(tmp_path)
+    model = load_model(path, {"x": [3]})
+    assert model.input_specs()[0].shape == (3,)  # the passes and TVM still see the pinned size
+    out = tmp_path / "opt.onnx"
+    np.savez(tmp_path / "calib.npz", x=np.arange(-3, 3, dtype=np.float32).reshape(2, 3), c=np.array([False, False]))
+    result = invoke("optimize", path, "-o", out, "--input-shape", "x=3", "--verify", "--calib", tmp_path / "calib.npz")
+    assert result.exit_code == 0, result.output
+    assert onnx.load(out).graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    x = np.array([1, -2, 3], np.float32)
+    np.testing.assert_array_equal(ort_run(out, {"x": x, "c": np.array(False)})[0], np.maximum(x, 0)[None])
+    # a model ORT accepts pinned keeps its pins
+    even = tmp_path / "even.onnx"
+    assert invoke("optimize", path, "-o", even, "--input-shape", "x=4").exit_code == 0
+    assert onnx.load(even).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
+
+
 def strided_detector(tmp_path, stride: int) -> str:
     """Down by `stride`, up by `stride`, add the input: runs only when H and W are multiples of `stride`."""
     x = helper.make_tensor_value_info("x", T.FLOAT, ["N", 3, "H", "W"])

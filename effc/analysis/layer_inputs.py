@@ -52,7 +52,7 @@ def sample_input_rows(node: gs.Node, x: np.ndarray, count: int, rng: np.random.G
 
 def intermediate_session(model: Model, names: Sequence[str]) -> ort.InferenceSession:
     """An ORT session of `model` that also returns the inner tensors `names` (after its own outputs)."""
-    proto = model.to_proto()
+    proto = model.to_proto(portable=True)
     present = {o.name for o in proto.graph.output}
     tensors = model.graph.tensors()
     for name in names:

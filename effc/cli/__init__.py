@@ -14,7 +14,7 @@ import traceback
 
 import click
 
-from effc.cli.noise import quiet_native_output
+from effc.cli.noise import quiet_native_output, release_frames
 from effc.cli.outputs import environment_error, full_output_location
 from effc.errors import CheckFailed, EffcError
 
@@ -29,7 +29,11 @@ class EffcGroup(click.Group):
         native = None
         try:
             with quiet_native_output(bool(ctx.params.get("debug")) or os.environ.get("EFFC_DEBUG") == "1") as native:
-                return super().invoke(ctx)
+                try:
+                    return super().invoke(ctx)
+                except Exception as exc:
+                    release_frames(exc)
+                    raise
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except click.UsageError as exc:  # one line, not click's usage block

@@ -10,9 +10,11 @@ native code printed is kept for a crash reproducer.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import tempfile
+import traceback
 import warnings
 from collections.abc import Iterator
 
@@ -68,3 +70,20 @@ def quiet_native_output(debug: bool) -> Iterator[NativeStderr]:
                 sys.stderr = old_stderr
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def release_frames(exc: BaseException) -> None:
+    """Free what the failed command's frames still hold, while fd 2 is captured: TVM objects (a BlockBuilder left
+    with open blocks) print from their destructors, which would otherwise run after the error line. The traceback's
+    lines stay printable for --debug and crash reproducers."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        pending += [current.__cause__, current.__context__]
+    gc.collect()

@@ -63,6 +63,9 @@ class Model:
         self.graph = graph
         self.metadata: dict[str, str] = dict(metadata or {})
         self.source = source
+        # Input dims as the file declared them, kept when ONNX Runtime rejects the model with the dims pinned (an
+        # untaken If branch that only type-checks for other sizes): files and ORT sessions get these back.
+        self.declared_input_dims: dict[str, list[int | str | None]] = {}
 
     @classmethod
     def from_proto(cls, proto: onnx.ModelProto, source: str = "<memory>") -> "Model":
@@ -70,7 +73,9 @@ class Model:
         metadata = {p.key: p.value for p in proto.metadata_props}
         return cls(graph, metadata, source)
 
-    def to_proto(self) -> onnx.ModelProto:
+    def to_proto(self, *, portable: bool = False) -> onnx.ModelProto:
+        """The model as ONNX. `portable`: for a file or an ONNX Runtime session, with the declared input dims back
+        where ORT rejects the pinned ones (see `declared_input_dims`)."""
         _repack_4bit_constants(self.graph)
         proto = gs.export_onnx(self.graph, do_type_check=False)
         # Intermediate shapes are derived data (every consumer infers them) and not free: in a saved file they add
@@ -80,10 +85,14 @@ class Model:
         del proto.metadata_props[:]
         for key, value in sorted(self.metadata.items()):
             proto.metadata_props.add(key=key, value=value)
+        if portable and self.declared_input_dims:
+            _set_input_dims(proto, self.declared_input_dims)
         return proto
 
     def copy(self) -> "Model":
-        return Model(self.graph.copy(), self.metadata, self.source)
+        copied = Model(self.graph.copy(), self.metadata, self.source)
+        copied.declared_input_dims = dict(self.declared_input_dims)
+        return copied
 
     @property
     def opset(self) -> int:
@@ -183,14 +192,19 @@ def load_model(
     _check_header(proto, label)
     proto = _upgrade_opset(proto, label)
     _drop_initializer_inputs(proto)
+    declared = {}
     if input_shapes:
+        declared = _declared_dims(proto)
         _pin_shapes(proto, input_shapes, label)
+        if not _has_subgraphs(proto.graph) or _ort_loads(proto) or not _ort_loads(_with_input_dims(proto, declared)):
+            declared = {}
     try:
         graph = gs.import_onnx(proto)
     except Exception as exc:  # graphsurgeon raises its own and bare Python errors for malformed protos
         raise EffcError(f"{label}: invalid model: {_first_line(exc)}") from None
     _name_nodes(graph)
     model = Model(graph, {p.key: p.value for p in proto.metadata_props}, label)
+    model.declared_input_dims = declared
     try:
         check_structure(model.graph, require_order=False)
     except StructureError as exc:
@@ -214,7 +228,9 @@ def fold_shape_subgraphs(model: Model) -> bool:
         # shape math is small integer vectors; larger integer tensors (quantized or clustered weights) stay as stored
         return not node.outputs or any(not _is_small_integer(o) for o in node.outputs)
 
-    graph.fold_constants(fold_shapes=True, error_ok=True, should_exclude_node=not_shape_math, flatten_subgraphs=False)
+    # pinned dims baked into If branches can leave an untaken branch ill-typed (see Model.declared_input_dims)
+    graph.fold_constants(fold_shapes=True, error_ok=True, should_exclude_node=not_shape_math, flatten_subgraphs=False,
+                         recurse_subgraphs=not model.declared_input_dims)
     model.cleanup()
     changed = len(graph.nodes) != before
     if changed:
@@ -238,7 +254,7 @@ def _is_small_integer(tensor: gs.Tensor) -> bool:
 def save_model(model: Model, path: str | os.PathLike) -> Path:
     """Write atomically; models over 2 GB get their weights in a side file `<name>.data`."""
     path = Path(path)
-    proto = model.to_proto()
+    proto = model.to_proto(portable=True)
     big = sum(c.values.nbytes for c in model.constants()) > TWO_GB - 2**24
     if not big:
         with atomic_path(path) as tmp:
@@ -390,6 +406,47 @@ def _pin_shapes(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], lab
             if int(value) <= 0:
                 raise EffcError(f"{label}: input {name!r}: dims must be positive, got {list(dims)}")
             tensor_shape.dim.add(dim_value=int(value))
+
+
+def _declared_dims(proto: onnx.ModelProto) -> dict[str, list[int | str | None]]:
+    return {i.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in i.type.tensor_type.shape.dim]
+            for i in proto.graph.input if i.type.HasField("tensor_type") and i.type.tensor_type.HasField("shape")}
+
+
+def _set_input_dims(proto: onnx.ModelProto, dims: Mapping[str, Sequence[int | str | None]]) -> None:
+    for value in proto.graph.input:
+        if value.name not in dims or len(value.type.tensor_type.shape.dim) != len(dims[value.name]):
+            continue
+        for dim, declared in zip(value.type.tensor_type.shape.dim, dims[value.name]):
+            dim.Clear()
+            if isinstance(declared, int):
+                dim.dim_value = declared
+            elif declared:
+                dim.dim_param = declared
+
+
+def _with_input_dims(proto: onnx.ModelProto, dims) -> onnx.ModelProto:
+    copied = onnx.ModelProto()
+    copied.CopyFrom(proto)
+    _set_input_dims(copied, dims)
+    return copied
+
+
+def _has_subgraphs(graph: onnx.GraphProto) -> bool:
+    return any(attr.HasField("g") or len(attr.graphs) for node in graph.node for attr in node.attribute)
+
+
+def _ort_loads(proto: onnx.ModelProto) -> bool:
+    """Whether ONNX Runtime builds a session for it (type and shape inference of every branch included)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # with its graph optimizations on: constant folding can expose an ill-typed branch
+    try:
+        ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception:  # ORT raises its own exception types
+        return False
+    return True
 
 
 def _name_nodes(graph: gs.Graph) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import onnx_graphsurgeon as gs
 
 
@@ -87,3 +89,13 @@ def find_cycle(graph: gs.Graph) -> list[str]:
                 stack.append((nxt, iter(nxt.inputs)))
                 path.append(nxt)
     return []
+
+
+def nodes_with_subgraphs(graph: gs.Graph) -> Iterator[gs.Node]:
+    """Every node of `graph`, and of the If/Loop/Scan bodies inside it, depth first."""
+    for node in graph.nodes:
+        yield node
+        for value in node.attrs.values():
+            for sub in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(sub, gs.Graph):
+                    yield from nodes_with_subgraphs(sub)

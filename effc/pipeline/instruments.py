@@ -53,7 +53,7 @@ class ReferenceOutputs:
         from effc.verify import run_reference, verification_feeds
 
         self.feeds = verification_feeds(model.input_specs(), ctx.calibration, samples, ctx.seed)
-        self.outputs = run_reference(ort_session(model), self.feeds, model.input_specs())
+        self.outputs = run_reference(ort_session(model), self.feeds, model.input_specs(), random_feeds=ctx.calibration is None)
 
     @classmethod
     def of(cls, model, ctx, samples: int) -> "ReferenceOutputs":

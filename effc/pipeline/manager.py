@@ -45,6 +45,7 @@ class PassManager:
         for p in self.pipeline.passes():
             if p.name not in disabled:
                 p.check_context(ctx)
+                p.check_model(model)
         recorder = LedgerRecorder(str(self.pipeline), [*([LatencyColumn()] if ctx.measure_latency else []),
                                                        *([DriftColumn()] if ctx.measure_drift else [])])
         self._instruments = [*([VerifyLossless()] if ctx.verify else []), recorder, *self.instruments, *ctx.instruments]

@@ -62,6 +62,10 @@ class Pass:
         if "calibration" in self.requires and ctx.calibration is None and not ctx.allow_random_calibration:
             raise EffcError(f"pass {self.name} needs calibration data: give --calib DATA.npz (or a folder of .npy files)")
 
+    def check_model(self, model) -> None:
+        """Raise EffcError if the options do not fit the input model (a node name that is not there). Called before
+        the pipeline starts, so no pass has run when a typo is reported."""
+
     @classmethod
     def description(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""

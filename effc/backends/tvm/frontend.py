@@ -10,6 +10,7 @@ import onnx_graphsurgeon as gs
 
 from effc.errors import EffcError
 from effc.ir import Model
+from effc.ir.structure import nodes_with_subgraphs
 
 
 @functools.cache
@@ -21,10 +22,10 @@ def tvm_importable_ops() -> frozenset[str]:
 
 
 def unsupported_nodes(model: Model) -> list[tuple[str, str]]:
-    """(node name, op) of every node the TVM ONNX frontend cannot convert."""
+    """(node name, op) of every node the TVM ONNX frontend cannot convert, inside If/Loop/Scan bodies too."""
     ops = tvm_importable_ops()
     return [(n.name, n.op if not n.domain or n.domain == "ai.onnx" else f"{n.domain}.{n.op}")
-            for n in model.graph.nodes
+            for n in nodes_with_subgraphs(model.graph)
             if n.op not in ops or (n.domain not in ("", "ai.onnx", None))]
 
 
@@ -37,7 +38,30 @@ def fold_constants(model: Model, *, dequantize_weights: bool = True) -> Model:
         _dequantize_constant_weights(folded)
     folded.graph.fold_constants(size_threshold=None)
     folded.cleanup()
+    _imports_well(folded)
     return folded
+
+
+def _imports_well(model: Model) -> None:
+    """Rewrite what TVM's ONNX frontend imports in a form its layout conversion cannot carry (cpu_layout): a
+    BatchNormalization whose conv weight only became constant here (weights built by ConstantOfShape, as in the onnx
+    package's light models) is folded into the conv, and Sum of n tensors becomes n-1 Adds (the frontend stacks
+    them into a rank-5 tensor, which stops the blocked layout at every residual Sum)."""
+    from effc.passes.lossless.fusion import FoldBatchNorm
+
+    FoldBatchNorm().run(model, None)
+    sums = [n for n in model.graph.nodes if n.op == "Sum" and len(n.inputs) != 1]
+    for node in sums:
+        total = node.inputs[0]
+        for i, term in enumerate(node.inputs[1:], start=1):
+            last = i == len(node.inputs) - 1
+            out = node.outputs[0] if last else gs.Variable(model.unique_name(f"{node.name}/partial{i}"), total.dtype)
+            model.graph.nodes.append(gs.Node("Add", model.unique_name(f"{node.name}/add{i}"), inputs=[total, term],
+                                             outputs=[out]))
+            total = out
+        node.outputs.clear()
+    if sums:
+        model.cleanup()
 
 
 @contextlib.contextmanager

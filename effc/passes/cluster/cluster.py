@@ -72,9 +72,12 @@ class Cluster(Pass):
         if self.options.reconstruct and ctx.calibration is None and not ctx.allow_random_calibration:
             raise EffcError("pass cluster with reconstruct=true needs calibration data: give --calib DATA.npz, or reconstruct=false")
 
+    def check_model(self, model: Model) -> None:
+        model.check_node_refs(self.options.exclude, "option exclude")
+
     def run(self, model: Model, ctx) -> PassResult:
         opts = self.options
-        model.check_node_refs(opts.exclude, "option exclude")
+        model.check_node_refs(opts.exclude, "option exclude")  # again: earlier passes may have renamed nodes
         _check_order(ctx)
         if any(spec.split("(")[0] == "cluster" for spec in ctx.history):
             return PassResult(False, {"clustered_layers": 0})  # weights are decoders now; clustering again changes nothing

@@ -116,9 +116,12 @@ class Int8(Pass):
             if self.symmetric_activations and self.activations == "uint8":
                 raise ValueError("symmetric activations are int8; drop activations=uint8")
 
+    def check_model(self, model: Model) -> None:
+        model.check_node_refs(self.options.exclude, "option exclude")
+
     def run(self, model: Model, ctx) -> PassResult:
         opts = self.options
-        model.check_node_refs(opts.exclude, "option exclude")
+        model.check_node_refs(opts.exclude, "option exclude")  # again: earlier passes may have renamed nodes
         specs = model.input_specs()
         calibration = ctx.calibration
         if calibration is None:
@@ -129,6 +132,10 @@ class Int8(Pass):
         folded = fold_weight_subgraphs(model) + fold_batchnorm(model)
         plan = plan_quantization(model, set(opts.exclude))
         if not plan.nodes:
+            inside = _compute_in_subgraphs(model)
+            if inside:
+                ctx.warn(f"int8: nothing to quantize in the main graph; {inside} Conv/Gemm/MatMul node(s) sit inside "
+                         "If/Loop/Scan bodies, which int8 does not quantize")
             return PassResult(bool(folded), {"folded": folded, "quantized_layers": 0}, {"not_quantized": plan.skipped, "layers": []})
         equalized = {"groups": [], "blocked": {}}
         if opts.equalize:
@@ -302,3 +309,10 @@ def _sensitivity_key(row: dict) -> tuple:
     alone = row.get("alone_agreement")
     local = row.get("local_sqnr_db")
     return (alone if alone is not None else 1.0, local if local is not None else float("inf"))
+
+
+def _compute_in_subgraphs(model: Model) -> int:
+    from effc.ir.structure import nodes_with_subgraphs
+
+    return sum(node.op in ("Conv", "Gemm", "MatMul") for node in nodes_with_subgraphs(model.graph)) - \
+        sum(node.op in ("Conv", "Gemm", "MatMul") for node in model.graph.nodes)

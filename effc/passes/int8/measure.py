@@ -72,7 +72,7 @@ def integer_kernels(model: Model) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "optimized.onnx")
         options.optimized_model_filepath = path
-        ort.InferenceSession(model.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(model.to_proto(portable=True).SerializeToString(), options, providers=["CPUExecutionProvider"])
         optimized = onnx.load(path)
     ops = Counter(n.op_type for n in optimized.graph.node)
     integer_tensors: set[str] = set()

@@ -56,7 +56,7 @@ class FoldConstants(Pass):
             return node.op in NEVER_FOLD or grows_storage(node, self.options.max_growth)
 
         graph.fold_constants(fold_shapes=True, error_ok=True, should_exclude_node=exclude, flatten_subgraphs=False,
-                             recurse_functions=False)
+                             recurse_functions=False, recurse_subgraphs=not model.declared_input_dims)
         model.cleanup()
         changed = _fingerprint(model) != before
         if changed:

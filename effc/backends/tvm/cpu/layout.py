@@ -10,8 +10,8 @@ converts its activations once at its first blocked convolution and back once bef
 Blocked are dense convolutions (groups 1) and depthwise ones whose channel counts are multiples of a block of at
 least half a vector; a dense convolution with fewer input channels (a first layer's 3) reads NCHW and writes blocks;
 other convolutions (grouped ones) stay NCHW. When TVM's ConvertLayout cannot carry the blocked layout through the
-network (an op between convolutions whose layout inference it lacks or gets wrong: light AlexNet, ShuffleNet,
-ResNet-50, SqueezeNet, VGG-19 and Inception-v1 of the onnx package), the convolutions it failed on stay NCHW.
+network (an op after a convolution whose layout inference it lacks or gets wrong: ShuffleNet's channel-shuffle
+reshapes, AlexNet's LRN), the convolutions feeding such ops stay NCHW and the others are blocked.
 """
 
 from __future__ import annotations
@@ -62,9 +62,12 @@ def convert_layout_pass(lanes: int):
     def convert(mod, blocked: set[tuple] | None):
         def choose(call):
             layouts = conv2d_layouts(call, lanes)
-            if layouts and blocked is not None and _conv_key(call) not in blocked:
-                return {CONV2D: ["NCHW", "OIHW", "NCHW"]}  # {} would let the conv take its input's blocked layout
-            return layouts
+            if layouts and (blocked is None or _conv_key(call) in blocked):
+                return layouts
+            if getattr(call.op, "name", None) == CONV2D and call.attrs.data_layout == "NCHW":
+                # {} would let the conv take its input's blocked layout, which a grouped conv cannot
+                return {CONV2D: ["NCHW", "OIHW", "NCHW"]}
+            return {}
         return relax.transform.ConvertLayout({}, layout_cb=choose)(mod)
 
     @tvm.transform.module_pass(opt_level=0, name="BlockedConvLayouts")
@@ -95,16 +98,35 @@ def _conv_calls(mod, lanes: int) -> list:
     return calls
 
 
+MAX_LAYOUT_ATTEMPTS = 48  # ConvertLayout runs of the fallback search (a few tenths of a second each on ShuffleNet)
+
+
 def _largest_convertible(mod, keys: list[tuple], convert):
-    """Block a prefix of the convolutions (in program order) as long as possible: binary search for the longest prefix
-    ConvertLayout accepts (a failure usually sits at one op, so the convs before it convert), the rest stays NCHW."""
-    good, low, high = mod, 0, len(keys)
-    while low < high:
-        mid = (low + high + 1) // 2
+    """Block as many convolutions as ConvertLayout accepts: binary search for the longest prefix (in program order) it
+    converts, keep that conv NCHW after it (the one feeding the op it fails on), and search again from the next one,
+    until the convolutions or the attempts run out; the convolutions left out stay NCHW."""
+    attempts = 0
+
+    def attempt(chosen: list[tuple]):
+        nonlocal attempts
+        attempts += 1
         try:
-            good_mid = convert(mod, set(keys[:mid]))
-        except Exception:  # as above
-            high = mid - 1
-        else:
-            good, low = good_mid, mid
+            return convert(mod, set(chosen))
+        except Exception:  # TVM raises InternalError, ValueError, ... from its layout inference
+            return None
+
+    blocked: list[tuple] = []
+    good, rest = mod, list(keys)
+    while rest and attempts < MAX_LAYOUT_ATTEMPTS:
+        low, high, found = 0, len(rest), None
+        while low < high and attempts < MAX_LAYOUT_ATTEMPTS:
+            mid = (low + high + 1) // 2
+            converted = attempt(blocked + rest[:mid])
+            if converted is None:
+                high = mid - 1
+            else:
+                low, found = mid, converted
+        if found is not None:
+            good, blocked = found, blocked + rest[:low]
+        rest = rest[low + 1:]
     return good
