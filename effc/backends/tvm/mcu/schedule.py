@@ -1,0 +1,95 @@
+"""Schedules for microcontroller kernels: no intermediate buffer larger than a few accumulators.
+
+An unscheduled fused kernel keeps every stage's full-size result (the padded input, the conv's accumulators, each
+epilogue step); in C those are stack arrays (or TVMBackendAllocWorkspace). Here every injective stage is inlined
+into its consumer (padding into the conv reads, elementwise steps into one another), the remaining epilogue is
+computed inside the reduction's spatial loops (its accumulator shrinks to one element, kept in a register by
+gcc), and the reduction's init is moved out of its reduction loops.
+"""
+
+from __future__ import annotations
+
+COMM_REDUCE = 2  # tirx.IterVar.CommReduce
+
+
+def _root_blocks(sch) -> list:
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def _reduction_iters(sch, block) -> list[bool]:
+    return [int(iv.iter_type) == COMM_REDUCE for iv in sch.get(block).iter_vars]
+
+
+def _inline_injective(sch) -> None:
+    """Inline every non-reduction block into its consumers (or, for an output block, its producer) until none is
+    left that can go."""
+    changed = True
+    while changed:
+        changed = False
+        for block in _root_blocks(sch):
+            if any(_reduction_iters(sch, block)):
+                continue
+            for inline in (sch.compute_inline, sch.reverse_compute_inline):
+                try:
+                    inline(block)
+                except Exception:  # an output block, or a producer that is a reduction: try the other way
+                    continue
+                changed = True
+                break
+
+
+def _epilogue_into_reduction(sch, reduction) -> None:
+    """Compute the reduction's single elementwise consumer inside its spatial loops, so the accumulator is one
+    element; then move the init out of the reduction loops."""
+    loops = sch.get_loops(reduction)
+    flags = _reduction_iters(sch, reduction)
+    spatial = flags.index(True) if True in flags else len(flags)
+    # The loop nest follows the block's iter vars (LegalizeOps writes spatial first, then reduction).
+    consumers = sch.get_consumers(reduction)
+    if len(consumers) == 1 and spatial > 0 and len(loops) == len(flags):
+        try:
+            sch.reverse_compute_at(consumers[0], loops[spatial - 1], preserve_unit_loops=True)
+        except Exception:  # the consumer reads more than the spatial point (a transpose, a reshape): leave it
+            pass
+    if spatial < len(loops):
+        sch.decompose_reduction(reduction, sch.get_loops(reduction)[spatial])
+
+
+def schedule_kernel(func):
+    """`func` (a fused PrimFunc from Relax) scheduled for a microcontroller (see the module docstring)."""
+    import tvm
+
+    sch = tvm.s_tir.Schedule(func)
+    _inline_injective(sch)
+    for block in _root_blocks(sch):
+        if any(_reduction_iters(sch, block)):
+            _epilogue_into_reduction(sch, block)
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def accumulates_integers(func) -> bool:
+    """Whether `func`'s reductions (its conv/matmul) accumulate in an integer type: integer arithmetic."""
+    import tvm
+
+    sch = tvm.s_tir.Schedule(func)
+    found = False
+    for block in _root_blocks(sch):
+        if any(_reduction_iters(sch, block)):
+            dtypes = {str(region.source.dtype) for region in sch.get(block).writes}
+            if not all(d.startswith(("int", "uint")) for d in dtypes):
+                return False
+            found = True
+    return found
+
+
+def kernel_anchor(name: str, anchors) -> str | None:
+    """The first op of a kernel's name (fused_conv2d1_add2 -> conv2d) that is a key of `anchors`."""
+    import re
+
+    tokens = re.sub(r"^fused_", "", name).split("_")
+    for k in range(len(tokens)):
+        for width in (3, 2, 1):
+            candidate = re.sub(r"\d+$", "", "_".join(tokens[k:k + width]))
+            if candidate in anchors:
+                return candidate
+    return None
