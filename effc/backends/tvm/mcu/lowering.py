@@ -50,7 +50,7 @@ def build(model: Model, target: Target, out_dir: Path, *, progress: Callable[[st
     seconds["import"] = time.perf_counter() - start
     start = time.perf_counter()
     say(f"planning the arena for {target.name}")
-    mod, program = _plan_program(mod)
+    mod, program = _plan_program(mod, model)
     plan = plan_arena([Buffer(name, program.buffers[name], first, last)
                        for name, (first, last) in program.lifetimes().items()])
     weight_bytes = int(sum(v.nbytes for v in program.weights.values()))
@@ -66,11 +66,17 @@ def build(model: Model, target: Target, out_dir: Path, *, progress: Callable[[st
     mcu = {"arena_bytes": plan.arena_bytes, "arena_lower_bound": plan.lower_bound_bytes,
            "arena_naive_sum": plan.naive_bytes, "weight_bytes": weight_bytes,
            "kernels": _kernel_records(program, arithmetic, extras["onnx_nodes"]), "sources": list(SOURCES),
-           "headers": ["model.h"], "arena_offsets": plan.offsets}
+           "headers": ["model.h"], "arena_buffers": _arena_buffers(program, plan)}
     extra = {**extras, "weight_bytes": weight_bytes, "compile_seconds": seconds, "mcu": mcu}
     if islands is not None:
         extra["integer_islands"] = [island.to_json() for island in islands]
     return Compiled(LIBRARY, None, extra)
+
+
+def _arena_buffers(program: Program, plan: ArenaPlan) -> list[dict]:
+    """Each intermediate: bytes, the calls it lives over (first writer, last reader) and its offset in the arena."""
+    return [{"name": name, "bytes": program.buffers[name], "first": first, "last": last, "offset": plan.offsets[name]}
+            for name, (first, last) in program.lifetimes().items()]
 
 
 def check_fits(target: Target, plan: ArenaPlan, weight_bytes: int) -> None:
@@ -102,16 +108,24 @@ def _import(model: Model, integer: bool):
     return mod, islands
 
 
-def _plan_program(mod) -> tuple[object, Program]:
+def _plan_program(mod, model: Model) -> tuple[object, Program]:
+    """(module after the Relax passes, its Program); EffcError naming the ONNX nodes of an operation the C path
+    cannot run."""
     import tvm
 
-    from effc.backends.tvm.mcu.program import relax_passes, walk_main
+    from effc.backends.tvm.mcu.program import UnloweredOperation, relax_passes, walk_main
 
     try:
         mod = tvm.transform.Sequential(relax_passes())(mod)
     except tvm.error.TVMError as exc:
         raise EffcError(f"Relax could not lower the model for a microcontroller: {str(exc).splitlines()[0][:200]}") from None
-    return mod, walk_main(mod)
+    try:
+        return mod, walk_main(mod)
+    except UnloweredOperation as exc:
+        op = exc.op.split("(")[0].removeprefix("relax.").split(".")[-1]
+        nodes = [f"{n.name} ({n.op})" for n in model.graph.nodes if n.op.lower() == op.replace("_", "")]
+        where = f": ONNX node(s) {', '.join(nodes[:4])}" if nodes else ""
+        raise EffcError(f"{exc}{where}; the microcontroller targets have no kernel for it (try --target x86 or arm)") from None
 
 
 def _kernels(mod, program: Program):
@@ -123,10 +137,20 @@ def _kernels(mod, program: Program):
     funcs = {name: mod[name] for name in used}
     arithmetic = {name: "integer" if accumulates_integers(func) else "float" for name, func in funcs.items()}
     source, kernels = build_kernels({name: schedule_kernel(func) for name, func in funcs.items()})
-    for banned in ("TVMBackendAllocWorkspace", "TVMFFI", "malloc", "free("):
-        if banned in source:
-            raise RuntimeError(f"the microcontroller kernels still call {banned}: a schedule left an intermediate")
+    for symbol, body in _definitions(source, kernels):
+        for banned in ("TVMBackend", "TVMFFI", "malloc", "free("):
+            if banned in body:
+                raise EffcError(f"kernel {symbol} needs the TVM runtime or a heap ({banned}): the microcontroller C "
+                                "path cannot run it")
     return kernels, source, arithmetic
+
+
+def _definitions(source: str, kernels: dict) -> list[tuple[str, str]]:
+    """(symbol, its C text) of each kernel defined in `source`."""
+    starts = sorted((source.rfind(f"void {k.symbol}("), k.symbol)
+                    for k in kernels.values())
+    bounds = [start for start, _ in starts] + [len(source)]
+    return [(symbol, source[start:bounds[i + 1]]) for i, (start, symbol) in enumerate(starts) if start >= 0]
 
 
 def _kernel_records(program: Program, arithmetic: dict[str, str], onnx_nodes: list[list]) -> list[dict]:

@@ -20,6 +20,14 @@ ALLOC_OPS = ("relax.memory.alloc_tensor", "relax.builtin.alloc_tensor")
 VIEW_OPS = ("relax.reshape",)
 
 
+class UnloweredOperation(EffcError):
+    """A Relax operation in main that is no kernel call, allocation or view: the C path cannot run it."""
+
+    def __init__(self, op: str):
+        super().__init__(f"the microcontroller C path cannot lower the Relax operation {op}")
+        self.op = op
+
+
 @dataclass(frozen=True)
 class Ref:
     """Where a kernel argument lives: kind "input" | "output" | "buffer" | "weight", and its index or name."""
@@ -136,7 +144,7 @@ def walk_main(mod) -> Program:
             elif name in VIEW_OPS:
                 where[var] = ref_of(value.args[0])
             else:
-                raise EffcError(f"the microcontroller C path cannot lower the Relax operation {_lowered_name(value)}")
+                raise UnloweredOperation(_lowered_name(value))
     result = main.body.body
     returned = list(result.fields) if isinstance(result, relax.Tuple) else [result]
     _bind_outputs(program, returned, [ref_of(r) for r in returned])

@@ -1,0 +1,172 @@
+"""The microcontroller lowering (effc.backends.tvm.mcu): digits compiled for cortex-m4 is plain C over one static
+arena; built with the host's gcc it matches ONNX Runtime, it cross-compiles with arm-none-eabi-gcc, and models
+that do not fit or cannot be lowered are refused."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import helper
+
+import effc
+from effc.backends.tvm.mcu.arena import Buffer, plan_arena
+from effc.cli import cli
+from effc.errors import EffcError
+from effc.onnx_runtime import run_model
+from effc.ir import load_model
+from effc.targets import Memory, get_target
+from effc.targets.mcu import MCU_BOARDS
+from effc.zoo import get
+from tests.conftest import FLOAT, make_model
+
+SHAPE = [1, 1, 8, 8]
+SOURCES = ["model.c", "kernels.c", "weights.c"]
+
+
+def host_library(folder: Path, work: Path):
+    """The artifact's C sources built with the host's gcc into a shared object: effc_run via ctypes."""
+    library = work / f"{folder.name}.so"
+    subprocess.run(["gcc", "-O2", "-fPIC", "-shared", "-Wall", *[str(folder / s) for s in SOURCES], "-o", str(library),
+                    "-lm"], check=True, capture_output=True, text=True)
+    return ctypes.CDLL(str(library))
+
+
+def run_host(lib, meta: dict, x: np.ndarray) -> np.ndarray:
+    """Outputs of effc_run for each row of `x` (the model's single input, batch 1 per call)."""
+    (shape, dtype), = [(o["shape"], o["dtype"]) for o in meta["outputs"]]
+    results = []
+    for row in x:
+        data = np.ascontiguousarray(row[None], dtype=meta["inputs"][0]["dtype"])
+        out = np.zeros(shape, dtype)
+        assert lib.effc_run(ctypes.c_void_p(data.ctypes.data), ctypes.c_void_p(out.ctypes.data)) == 0
+        results.append(out[0])
+    return np.stack(results)
+
+
+@pytest.fixture(scope="module")
+def digits_m4(tmp_path_factory):
+    """digits (float) compiled for cortex-m4 once for this module: (artifact folder, effc.json, host library)."""
+    work = tmp_path_factory.mktemp("mcu")
+    artifact = effc.compile(get("digits").onnx_path, "cortex-m4", out=work / "digits.effc", input_shapes={"input": SHAPE})
+    return artifact.folder, artifact.meta, host_library(artifact.folder, work)
+
+
+@pytest.mark.tvm
+def test_digits_float_on_host_gcc_matches_onnxruntime(digits_m4):
+    folder, meta, lib = digits_m4
+    x = np.load(get("digits").eval_path)["input"].astype(np.float32)
+    reference = run_model(load_model(get("digits").onnx_path), {"input": x})["logits"]
+    ours = run_host(lib, meta, x)
+    assert np.abs(ours - reference).max() <= 1e-4 * np.abs(reference).max()
+    assert np.array_equal(ours.argmax(axis=1), reference.argmax(axis=1))
+
+
+@pytest.mark.tvm
+def test_sources_need_no_tvm_runtime_and_no_heap(digits_m4):
+    folder, meta, _ = digits_m4
+    assert meta["mcu"]["sources"] == SOURCES
+    for name in [*SOURCES, "model.h"]:
+        text = (folder / name).read_text()
+        for banned in ("TVMBackendAllocWorkspace", "TVMFFI", "tvm/", "malloc", "free(", "_sbrk"):
+            assert banned not in text, f"{name} contains {banned}"
+    header = (folder / "model.h").read_text()
+    assert "int effc_run(const float *input0, float *output0);" in header
+    assert "#define EFFC_INPUT0_ELEMS 64" in header and "#define EFFC_OUTPUT0_ELEMS 10" in header
+    model = (folder / "model.c").read_text()
+    calls = re.findall(r"EFFC_KERNEL_BEGIN\((\d+)\); (\w+)\(", model)
+    assert [int(i) for i, _ in calls] == list(range(len(meta["mcu"]["kernels"])))
+    assert [k for _, k in calls] == [f"effc_{k['name']}" for k in meta["mcu"]["kernels"]]
+    assert "(float*)input0" in model.split("EFFC_KERNEL_BEGIN(0)")[1].split("\n")[0]
+    assert "output0)" in model.split(f"EFFC_KERNEL_BEGIN({len(calls) - 1})")[1].split("\n")[0]
+
+
+@pytest.mark.tvm
+def test_arena_is_the_planned_one_and_no_live_tensors_overlap(digits_m4):
+    folder, meta, _ = digits_m4
+    mcu = meta["mcu"]
+    assert f"#define EFFC_ARENA_BYTES {mcu['arena_bytes']}\n" in (folder / "model.h").read_text()
+    buffers = [Buffer(b["name"], b["bytes"], b["first"], b["last"]) for b in mcu["arena_buffers"]]
+    plan = plan_arena(buffers)
+    assert plan.arena_bytes == mcu["arena_bytes"] and plan.lower_bound_bytes == mcu["arena_lower_bound"]
+    assert plan.offsets == {b["name"]: b["offset"] for b in mcu["arena_buffers"]}
+    assert mcu["arena_lower_bound"] <= mcu["arena_bytes"] <= mcu["arena_naive_sum"]
+    assert mcu["arena_bytes"] == mcu["arena_lower_bound"]  # on a chain the greedy plan reaches the bound
+    for i, x in enumerate(mcu["arena_buffers"]):
+        for y in mcu["arena_buffers"][i + 1:]:
+            if x["first"] <= y["last"] and y["first"] <= x["last"]:
+                assert x["offset"] + x["bytes"] <= y["offset"] or y["offset"] + y["bytes"] <= x["offset"]
+    assert meta["mcu"]["weight_bytes"] == meta["weight_bytes"] > 0
+    assert [k["arithmetic"] for k in mcu["kernels"]] == ["float"] * len(mcu["kernels"])
+    assert sum(k["macs"] for k in mcu["kernels"]) == sum(n[2] for n in meta["onnx_nodes"])
+
+
+@pytest.mark.tvm
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")
+def test_sources_cross_compile_for_cortex_m4_with_weights_in_rodata(digits_m4, tmp_path):
+    folder, meta, _ = digits_m4
+    flags = list(MCU_BOARDS["cortex-m4"].gcc_flags)
+    for name in SOURCES:
+        done = subprocess.run(["arm-none-eabi-gcc", *flags, "-O2", "-Wall", "-Werror", "-c", str(folder / name),
+                               "-o", str(tmp_path / f"{name}.o")], capture_output=True, text=True)
+        assert done.returncode == 0 and not done.stderr, done.stderr
+    sections = subprocess.run(["arm-none-eabi-size", "-A", str(tmp_path / "weights.c.o")], capture_output=True,
+                              text=True, check=True).stdout
+    rodata = int(re.search(r"^\.rodata\s+(\d+)", sections, re.M).group(1))
+    assert meta["mcu"]["weight_bytes"] <= rodata < meta["mcu"]["weight_bytes"] + 16 * len(meta["mcu"]["kernels"]) * 8
+    symbols = subprocess.run(["arm-none-eabi-nm", "-S", str(tmp_path / "model.c.o")], capture_output=True, text=True,
+                             check=True).stdout
+    arena = next(line.split() for line in symbols.splitlines() if line.endswith(" effc_arena"))
+    assert int(arena[1], 16) == meta["mcu"]["arena_bytes"]
+
+
+@pytest.mark.tvm
+def test_a_model_too_large_for_the_board_is_refused_with_the_numbers(tmp_path):
+    small = dataclasses.replace(get_target("cortex-m4"), name="cortex-m4-tiny", memory=Memory(64 * 1024, 4096))
+    with pytest.raises(EffcError, match=r"arena needs 12,288 B of RAM .* board has 4,096 B.*weights need 190,120 B of "
+                                        r"flash and the board has 65,536 B"):
+        effc.compile(get("digits").onnx_path, small, out=tmp_path / "tiny.effc", input_shapes={"input": SHAPE})
+    assert not (tmp_path / "tiny.effc").exists()
+
+
+def _invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.mark.tvm
+def test_an_op_without_a_c_kernel_exits_2_naming_it(tmp_path):
+    proto = make_model([helper.make_node("Relu", ["x"], ["r"], name="relu"),
+                        helper.make_node("TopK", ["r", "k"], ["v", "i"], name="top3", axis=1)],
+                       [("x", FLOAT, [1, 10])], [("v", FLOAT, [1, 3]), ("i", onnx.TensorProto.INT64, [1, 3])],
+                       {"k": np.array([3], np.int64)})
+    onnx.save(proto, tmp_path / "topk.onnx")
+    result = _invoke("compile", tmp_path / "topk.onnx", "--target", "cortex-m4", "-o", tmp_path / "topk.effc")
+    assert result.exit_code == 2
+    assert "relax.topk" in result.output and "top3 (TopK)" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "topk.effc").exists()
+
+
+@pytest.mark.tvm
+def test_cortex_m0plus_refuses_a_float_model(tmp_path):
+    result = _invoke("compile", get("digits").onnx_path, "--target", "cortex-m0plus", "--input-shape", "input=1,1,8,8",
+                     "-o", tmp_path / "m0.effc")
+    assert result.exit_code == 2
+    assert "no FPU" in result.output and "int8" in result.output
+    assert not (tmp_path / "m0.effc").exists()
+
+
+def test_the_cortex_m_targets_are_listed():
+    result = _invoke("targets", "--json")
+    names = {t["name"]: t for t in json.loads(result.output)["targets"]}
+    for name in ("cortex-m4", "cortex-m7", "cortex-m55", "cortex-m0plus"):
+        assert names[name]["record"]["lowering"] == "mcu"
+    assert "float models are refused" in names["cortex-m0plus"]["record"]["description"]
