@@ -99,12 +99,13 @@ def _import(model: Model, integer: bool):
     """(Relax module with the weights as constants, the integer islands or None)."""
     from effc.backends.tvm.frontend import import_relax
     from effc.backends.tvm.integer import bind_params, lower_qdq
+    from effc.backends.tvm.mcu.integer_conv import conv_kernel
 
     mod, params = import_relax(model)
     mod = bind_params(mod, params.get("main", []))
     if not integer:
         return mod, None
-    mod, islands = lower_qdq(mod)
+    mod, islands = lower_qdq(mod, conv_kernel=conv_kernel)
     return mod, islands
 
 
