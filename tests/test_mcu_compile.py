@@ -22,7 +22,7 @@ import effc
 from effc.backends.tvm.mcu.arena import Buffer, plan_arena
 from effc.cli import cli
 from effc.errors import EffcError
-from effc.onnx_runtime import run_model
+from effc.onnx_runtime import ort_session, run_model, run_session
 from effc.ir import load_model
 from effc.targets import Memory, get_target
 from effc.targets.mcu import MCU_BOARDS
@@ -156,12 +156,17 @@ def test_an_op_without_a_c_kernel_exits_2_naming_it(tmp_path):
 
 
 @pytest.mark.tvm
-def test_cortex_m0plus_refuses_a_float_model(tmp_path):
-    result = _invoke("compile", get("digits").onnx_path, "--target", "cortex-m0plus", "--input-shape", "input=1,1,8,8",
-                     "-o", tmp_path / "m0.effc")
+def test_cortex_m0plus_refuses_a_float_model_and_takes_its_int8_version(tmp_path):
+    digits = get("digits")
+    common = ["--target", "cortex-m0plus", "--input-shape", "input=1,1,8,8"]
+    result = _invoke("compile", digits.onnx_path, *common, "-o", tmp_path / "m0.effc")
     assert result.exit_code == 2
     assert "no FPU" in result.output and "int8" in result.output
     assert not (tmp_path / "m0.effc").exists()
+    result = _invoke("compile", digits.onnx_path, *common, "--passes", "int8", "--calib", digits.calib_path,
+                     "-o", tmp_path / "m0-int8.effc")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "m0-int8.effc" / "effc.json").read_text())["mcu"]["weight_bytes"] < 60_000
 
 
 def test_the_cortex_m_targets_are_listed():
@@ -170,3 +175,64 @@ def test_the_cortex_m_targets_are_listed():
     for name in ("cortex-m4", "cortex-m7", "cortex-m55", "cortex-m0plus"):
         assert names[name]["record"]["lowering"] == "mcu"
     assert "float models are refused" in names["cortex-m0plus"]["record"]["description"]
+
+
+@pytest.fixture(scope="module")
+def digits_int8_m4(tmp_path_factory):
+    """digits quantized by effc's int8 pass for cortex-m4, compiled once: (folder, effc.json, quantized model,
+    host library)."""
+    from effc.calib import CalibrationData
+    from effc.pipeline.context import Context
+
+    work = tmp_path_factory.mktemp("mcu-int8")
+    z = get("digits")
+    artifact = effc.compile(z.onnx_path, "cortex-m4", pipeline="int8", ctx=Context(calibration=CalibrationData.load(z.calib_path)),
+                            out=work / "int8.effc", input_shapes={"input": SHAPE})
+    return artifact.folder, artifact.meta, artifact.passes.model, host_library(artifact.folder, work)
+
+
+def _output_step(model) -> np.ndarray:
+    """The quantization step of the float output of digits' last integer Gemm: its bias scale, sx * sw per column."""
+    producer = next(n for n in model.graph.nodes if any(t is model.graph.outputs[0] for t in n.outputs))
+    assert producer.op == "Gemm"
+    return np.asarray(producer.inputs[2].inputs[0].inputs[1].values, np.float32)
+
+
+@pytest.mark.tvm
+def test_digits_int8_on_host_gcc_matches_onnxruntime_within_one_step(digits_int8_m4):
+    _, meta, quantized, lib = digits_int8_m4
+    x = np.load(get("digits").eval_path)["input"].astype(np.float32)
+    session = ort_session(quantized)
+    reference = np.concatenate([run_session(session, {"input": x[i:i + 1]})["logits"] for i in range(len(x))])
+    ours = run_host(lib, meta, x)
+    off = np.abs(ours - reference) > _output_step(quantized)[None, :] * 1.001
+    assert off.mean() <= 0.001, f"{off.sum()} of {off.size} outputs differ by more than one step"
+    assert np.array_equal(ours.argmax(axis=1), reference.argmax(axis=1))
+
+
+@pytest.mark.tvm
+def test_digits_int8_keeps_int8_weights_in_flash_and_integer_kernels(digits_int8_m4, digits_m4):
+    folder, meta, _, _ = digits_int8_m4
+    mcu, float_mcu = meta["mcu"], digits_m4[1]["mcu"]
+    weights = (folder / "weights.c").read_text()
+    int8_bytes = sum(int(n) for n in re.findall(r"^const int8_t effc_w\d+\[(\d+)\]", weights, re.M))
+    assert int8_bytes >= 0.9 * mcu["weight_bytes"]  # the conv and matmul weights; biases are int32, scales float
+    assert mcu["weight_bytes"] < 0.3 * float_mcu["weight_bytes"]
+    anchors = [k for k in mcu["kernels"] if k["macs"]]
+    assert len(anchors) == 5 and all(k["arithmetic"] == "integer" for k in anchors), anchors
+    assert sum(k["macs"] for k in anchors) == sum(k["macs"] for k in float_mcu["kernels"])
+    assert mcu["arena_lower_bound"] <= mcu["arena_bytes"] < float_mcu["arena_bytes"]
+    assert not any("pad" in k["name"] for k in mcu["kernels"])  # the zero-point padding is inside the convs
+    assert all(i["integer"] for i in meta["integer_islands"])
+
+
+@pytest.mark.tvm
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")
+def test_int8_sources_cross_compile_for_cortex_m0plus_and_m7(digits_int8_m4, tmp_path):
+    folder = digits_int8_m4[0]
+    for core in ("cortex-m0plus", "cortex-m7"):
+        flags = list(MCU_BOARDS[core].gcc_flags)
+        for name in SOURCES:
+            done = subprocess.run(["arm-none-eabi-gcc", *flags, "-O2", "-Wall", "-Werror", "-c", str(folder / name),
+                                   "-o", str(tmp_path / f"{core}-{name}.o")], capture_output=True, text=True)
+            assert done.returncode == 0 and not done.stderr, done.stderr
