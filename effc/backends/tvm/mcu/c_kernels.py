@@ -113,4 +113,9 @@ def build_kernels(funcs: dict[str, object]) -> tuple[str, dict[str, Kernel]]:
         library = tvm.tirx.build(module, target={"kind": "c"}, pipeline=PIPELINE_NAME)
     kernels = {name: Kernel(symbols[name], tuple(c_type(str(p.dtype)) for p in funcs[name].params))
                for name in funcs}
-    return _strip_tvm(library.inspect_source()), kernels
+    source = _strip_tvm(library.inspect_source())
+    if "effc_dot2_" in source:
+        from effc.backends.tvm.mcu.dsp import DOT_SOURCE
+
+        source = source.replace(PREAMBLE, PREAMBLE + DOT_SOURCE, 1)
+    return source, kernels

@@ -46,7 +46,7 @@ def build(model: Model, target: Target, out_dir: Path, *, progress: Callable[[st
                         "quantize it first (--passes int8, with calibration data)")
     model = fold_constants(model, dequantize_weights=not integer)
     say("importing into Relax")
-    mod, islands = _import(model, integer)
+    mod, islands = _import(model, integer, target)
     seconds["import"] = time.perf_counter() - start
     start = time.perf_counter()
     say(f"planning the arena for {target.name}")
@@ -95,17 +95,21 @@ def check_fits(target: Target, plan: ArenaPlan, weight_bytes: int) -> None:
                         + " (prune, cluster or quantize it: --passes 'prune(ratio=0.5),int8')")
 
 
-def _import(model: Model, integer: bool):
-    """(Relax module with the weights as constants, the integer islands or None)."""
+def _import(model: Model, integer: bool, target: Target):
+    """(Relax module with the weights as constants, the integer islands or None). Convolutions of int8 models
+    take the SMLAD kernel (dsp.py) where the core has the DSP extension, else integer_conv.py's."""
     from effc.backends.tvm.frontend import import_relax
     from effc.backends.tvm.integer import bind_params, lower_qdq
-    from effc.backends.tvm.mcu.integer_conv import conv_kernel
+    from effc.backends.tvm.integer.depthwise import first_of
+    from effc.backends.tvm.mcu import dsp, integer_conv
 
     mod, params = import_relax(model)
     mod = bind_params(mod, params.get("main", []))
     if not integer:
         return mod, None
-    mod, islands = lower_qdq(mod, conv_kernel=conv_kernel)
+    has_dsp = target.isa is not None and "dsp" in target.isa.features
+    kernel = first_of(dsp.conv_kernel if has_dsp else None, integer_conv.conv_kernel)
+    mod, islands = lower_qdq(mod, conv_kernel=kernel)
     return mod, islands
 
 

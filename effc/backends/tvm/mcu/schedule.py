@@ -20,14 +20,14 @@ def _reduction_iters(sch, block) -> list[bool]:
     return [int(iv.iter_type) == COMM_REDUCE for iv in sch.get(block).iter_vars]
 
 
-def _inline_injective(sch) -> None:
-    """Inline every non-reduction block into its consumers (or, for an output block, its producer) until none is
-    left that can go."""
+def _inline_injective(sch, keep=()) -> None:
+    """Inline every non-reduction block but those named in `keep` into its consumers (or, for an output block,
+    its producer) until none is left that can go."""
     changed = True
     while changed:
         changed = False
         for block in _root_blocks(sch):
-            if any(_reduction_iters(sch, block)):
+            if any(_reduction_iters(sch, block)) or sch.get(block).name_hint in keep:
                 continue
             for inline in (sch.compute_inline, sch.reverse_compute_inline):
                 try:
@@ -59,7 +59,14 @@ def schedule_kernel(func):
     """`func` (a fused PrimFunc from Relax) scheduled for a microcontroller (see the module docstring)."""
     import tvm
 
+    from effc.backends.tvm.mcu import dsp
+
     sch = tvm.s_tir.Schedule(func)
+    names = {sch.get(b).name_hint for b in _root_blocks(sch)}
+    if dsp.CONV_BLOCK in names:
+        _inline_injective(sch, keep=(dsp.COL_BLOCK,))
+        dsp.schedule_dsp_conv(sch, sch.get_sblock(dsp.CONV_BLOCK))
+        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
     _inline_injective(sch)
     for block in _root_blocks(sch):
         if any(_reduction_iters(sch, block)):

@@ -1,0 +1,163 @@
+"""The int8 convolution for Cortex-M cores with the DSP extension (M4, M7, M55): im2col per output pixel, then a
+dot product of two output channels at a time on packed int16 pairs with SMLAD (ACLE `__smlad`, `__sxtb16`).
+
+conv2d_dsp computes `col[b, y, x, k]` (the pixel's KH*KW*C window, zero-point padded, K rounded up to a multiple of
+4 with zeros) and `acc[b, o, y, x] = sum_k col[b, y, x, k] * W[o, k]` with W as [O, K4] int8. schedule_dsp_conv
+builds col once per pixel (stack, K4 bytes), loops over pairs of output channels inside it and tensorizes each
+pair's reduction into `effc_dot2_<a>s8`, a C function written into kernels.c (DOT_SOURCE): 4 MACs per two SMLADs
+with `__ARM_FEATURE_DSP`, a portable loop otherwise (so the host's gcc checks the same kernel's numbers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+COL_BLOCK = "effc_mcu_im2col"
+CONV_BLOCK = "effc_mcu_conv2d_dsp"
+CHANNELS = 2  # output channels per dot call: the unpacked activations are reused across them
+DOT_FUNCTIONS = {"int8": "effc_dot2_s8s8", "uint8": "effc_dot2_u8s8"}
+
+DOT_SOURCE = r"""
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
+#include <string.h>
+
+static inline int32_t effc_ror8(int32_t v) { return (int32_t)(((uint32_t)v >> 8) | ((uint32_t)v << 24)); }
+
+/* acc[j * acc_stride] += sum_k a[k] * w[j * k_len + k] for j = 0, 1; k_len is a multiple of 4. The signature
+   is the one TVM's C codegen declares for the extern call. */
+#define EFFC_DOT2(NAME, A_TYPE, UNPACK)                                                          \
+static inline void NAME(void *a_, void *w_, void *acc_, int64_t acc_stride, int32_t k_len) {  \
+  const A_TYPE *a = (const A_TYPE *)a_;                                                         \
+  const int8_t *w = (const int8_t *)w_;                                                         \
+  int32_t *acc = (int32_t *)acc_;                                                               \
+  int32_t s0 = acc[0], s1 = acc[acc_stride];                                                    \
+  const int8_t *w1 = w + k_len;                                                                 \
+  for (int32_t k = 0; k < k_len; k += 4) {                                                      \
+    EFFC_DOT2_STEP(UNPACK)                                                                      \
+  }                                                                                             \
+  acc[0] = s0;                                                                                  \
+  acc[acc_stride] = s1;                                                                         \
+}
+
+#if defined(__ARM_FEATURE_DSP)
+#define EFFC_DOT2_STEP(UNPACK)                                                                  \
+    int32_t av, w0v, w1v;                                                                       \
+    memcpy(&av, a + k, 4); memcpy(&w0v, w + k, 4); memcpy(&w1v, w1 + k, 4);                     \
+    int32_t a02 = UNPACK(av), a13 = UNPACK(effc_ror8(av));                                      \
+    s0 = __smlad(__sxtb16(w0v), a02, s0); s0 = __smlad(__sxtb16(effc_ror8(w0v)), a13, s0);      \
+    s1 = __smlad(__sxtb16(w1v), a02, s1); s1 = __smlad(__sxtb16(effc_ror8(w1v)), a13, s1);
+#else
+#define EFFC_DOT2_STEP(UNPACK)                                                                  \
+    for (int32_t i = k; i < k + 4; ++i) {                                                       \
+      s0 += (int32_t)a[i] * (int32_t)w[i];                                                      \
+      s1 += (int32_t)a[i] * (int32_t)w1[i];                                                     \
+    }
+#endif
+
+EFFC_DOT2(effc_dot2_s8s8, int8_t, __sxtb16)
+EFFC_DOT2(effc_dot2_u8s8, uint8_t, __uxtb16)
+"""
+
+
+def fits(xq, weight: np.ndarray, attrs) -> bool:
+    """Whether conv2d_dsp computes this conv: NCHW/OIHW, one group, an even number of output channels."""
+    return (attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and int(attrs.groups) == 1
+            and weight.shape[0] % CHANNELS == 0 and str(xq.ty.dtype) in DOT_FUNCTIONS)
+
+
+def pack_weight(weight: np.ndarray) -> np.ndarray:
+    """OIHW int8 -> [O, K4]: each output channel's window flattened, zero-padded to a multiple of 4."""
+    flat = weight.reshape(weight.shape[0], -1)
+    k4 = -(-flat.shape[1] // 4) * 4
+    return np.ascontiguousarray(np.pad(flat, ((0, 0), (0, k4 - flat.shape[1]))).astype(np.int8))
+
+
+def conv2d_dsp(data, packed, padding, pad_value: int, strides, dilation, kernel: tuple[int, int]):
+    """NCHW `data` (zero-point padded here) x [O, K4] int8 `packed` -> NCHW int32."""
+    from tvm import te, tirx
+
+    n, channels, height, width = (int(d) for d in data.shape)
+    out_channels, k4 = (int(d) for d in packed.shape)
+    kh, kw = kernel
+    top, left, bottom, right = padding
+    (sh, sw), (dh, dw) = strides, dilation
+    out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    window = channels * kh * kw
+
+    def column(b, y, x, k):
+        c, ry, rx = k // (kh * kw), k % (kh * kw) // kw, k % kw
+        row, col = y * sh + ry * dh - top, x * sw + rx * dw - left
+        inside = tirx.all(row >= 0, row < height, col >= 0, col < width)
+        value = data[b, tirx.min(c, channels - 1), tirx.max(tirx.min(row, height - 1), 0),
+                     tirx.max(tirx.min(col, width - 1), 0)]
+        padded = tirx.if_then_else(inside, value, tirx.const(pad_value, str(data.dtype)))
+        return tirx.if_then_else(k < window, padded, tirx.const(0, str(data.dtype)))
+
+    col = te.compute((n, out_h, out_w, k4), column, name=COL_BLOCK)
+    k = te.reduce_axis((0, k4), "k")
+    return te.compute((n, out_channels, out_h, out_w),
+                      lambda b, o, y, x: te.sum(col[b, y, x, k].astype("int32") * packed[o, k].astype("int32"), axis=k),
+                      name=CONV_BLOCK)
+
+
+def conv_kernel(builder, xq, weight: np.ndarray, attrs, zero_point: int):
+    """The integer rewrite's conv_kernel hook (lower_qdq): conv2d_dsp where it fits, else None."""
+    from tvm import relax
+
+    if not fits(xq, weight, attrs):
+        return None
+    padding = [int(p) for p in attrs.padding]
+    padding = padding * 2 if len(padding) == 2 else padding
+    return builder.call_te(conv2d_dsp, xq, relax.const(pack_weight(weight)), padding, int(zero_point),
+                           [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation],
+                           tuple(int(d) for d in weight.shape[2:]), primfunc_name_hint="conv2d_dsp")
+
+
+def _register_intrinsic(k4: int, dtype: str) -> str:
+    """The TensorIntrin `acc[0:2] += a[0:k4] . w[0:2, 0:k4]` calling DOT_FUNCTIONS[dtype]; returns its name."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    name = f"effc_mcu_dot2_{dtype}_k{k4}"
+    function = DOT_FUNCTIONS[dtype]
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((k4,), dtype, offset_factor=1), w: T.Buffer((CHANNELS, k4), "int8", offset_factor=1),
+             acc: T.Buffer((CHANNELS, 1, 1), "int32", offset_factor=1, strides=[T.int32(), T.int32(), T.int32()])) -> None:
+        with T.sblock("root"):
+            T.reads(acc[0:CHANNELS, 0, 0], a[0:k4], w[0:CHANNELS, 0:k4])
+            T.writes(acc[0:CHANNELS, 0, 0])
+            for i, k in T.grid(CHANNELS, k4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    acc[vi, 0, 0] = acc[vi, 0, 0] + T.cast(a[vk], "int32") * T.cast(w[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((k4,), dtype, offset_factor=1), w: T.Buffer((CHANNELS, k4), "int8", offset_factor=1),
+             acc: T.Buffer((CHANNELS, 1, 1), "int32", offset_factor=1, strides=[T.int32(), T.int32(), T.int32()])) -> None:
+        with T.sblock("root"):
+            T.reads(acc[0:CHANNELS, 0, 0], a[0:k4], w[0:CHANNELS, 0:k4])
+            T.writes(acc[0:CHANNELS, 0, 0])
+            T.evaluate(T.call_extern("void", function, a.access_ptr("r"), w.access_ptr("r"), acc.access_ptr("rw"),
+                                     acc.strides[0], k4))
+
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
+def schedule_dsp_conv(sch, conv) -> None:
+    """Pixel loops outside, pairs of output channels inside: im2col once per pixel, the epilogue per pair, each
+    pair's reduction one dot call."""
+    b, o, y, x, k = sch.get_loops(conv)
+    pairs, pair = sch.split(o, [None, CHANNELS])
+    sch.reorder(b, y, x, pairs, pair, k)
+    sch.compute_at(sch.get_sblock(COL_BLOCK), x)
+    for consumer in sch.get_consumers(conv):
+        sch.reverse_compute_at(consumer, pairs)
+    sch.decompose_reduction(conv, pair)
+    dtype = str(sch.get(sch.get_sblock(COL_BLOCK)).writes[0].source.dtype)
+    k4 = int(sch.get(k).extent)
+    sch.tensorize(pair, _register_intrinsic(k4, dtype))
