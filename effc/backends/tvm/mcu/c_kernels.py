@@ -114,7 +114,7 @@ def build_kernels(funcs: dict[str, object]) -> tuple[str, dict[str, Kernel]]:
     kernels = {name: Kernel(symbols[name], tuple(c_type(str(p.dtype)) for p in funcs[name].params))
                for name in funcs}
     source = _strip_tvm(library.inspect_source())
-    if "effc_dot2_" in source:
+    if "effc_dot" in source:
         from effc.backends.tvm.mcu.dsp import DOT_SOURCE
 
         source = source.replace(PREAMBLE, PREAMBLE + DOT_SOURCE, 1)

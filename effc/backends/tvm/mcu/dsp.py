@@ -1,11 +1,12 @@
 """The int8 convolution for Cortex-M cores with the DSP extension (M4, M7, M55): im2col per output pixel, then a
-dot product of two output channels at a time on packed int16 pairs with SMLAD (ACLE `__smlad`, `__sxtb16`).
+dot product of four (or two) output channels at a time on packed int16 pairs with SMLAD (ACLE `__smlad`, `__sxtb16`).
 
 conv2d_dsp computes `col[b, y, x, k]` (the pixel's KH*KW*C window, zero-point padded, K rounded up to a multiple of
 4 with zeros) and `acc[b, o, y, x] = sum_k col[b, y, x, k] * W[o, k]` with W as [O, K4] int8. schedule_dsp_conv
-builds col once per pixel (stack, K4 bytes), loops over pairs of output channels inside it and tensorizes each
-pair's reduction into `effc_dot2_<a>s8`, a C function written into kernels.c (DOT_SOURCE): 4 MACs per two SMLADs
-with `__ARM_FEATURE_DSP`, a portable loop otherwise (so the host's gcc checks the same kernel's numbers).
+builds col once per pixel (stack, K4 bytes), loops over blocks of output channels inside it and tensorizes each
+block's reduction (4 or 2 output channels) into `effc_dot<c>_<a>s8`, a C function written into kernels.c
+(DOT_SOURCE): 4 MACs per two SMLADs with `__ARM_FEATURE_DSP`, a portable loop otherwise (so the host's gcc checks
+the same kernel's numbers).
 """
 
 from __future__ import annotations
@@ -14,57 +15,66 @@ import numpy as np
 
 COL_BLOCK = "effc_mcu_im2col"
 CONV_BLOCK = "effc_mcu_conv2d_dsp"
-CHANNELS = 2  # output channels per dot call: the unpacked activations are reused across them
-DOT_FUNCTIONS = {"int8": "effc_dot2_s8s8", "uint8": "effc_dot2_u8s8"}
+CHANNEL_BLOCKS = (4, 2)  # output channels per dot call, the first that divides O: the unpacked activations are reused
+DOT_PREFIX = "effc_dot"
+ACTIVATION_TAGS = {"int8": "s8", "uint8": "u8"}
 
 DOT_SOURCE = r"""
 #if defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>
+/* SXTB16/UXTB16 with the operand rotated by 8 (bytes 1 and 3), one instruction; GCC 12's ACLE has no form for it */
+static inline int32_t effc_sxtb16_ror8(int32_t v) { int32_t r; __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v)); return r; }
+static inline int32_t effc_uxtb16_ror8(int32_t v) { int32_t r; __asm__("uxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v)); return r; }
 #endif
 #include <string.h>
 
-static inline int32_t effc_ror8(int32_t v) { return (int32_t)(((uint32_t)v >> 8) | ((uint32_t)v << 24)); }
-
-/* acc[j * acc_stride] += sum_k a[k] * w[j * k_len + k] for j = 0, 1; k_len is a multiple of 4. The signature
-   is the one TVM's C codegen declares for the extern call. */
-#define EFFC_DOT2(NAME, A_TYPE, UNPACK)                                                          \
+/* acc[j * acc_stride] += sum_k a[k] * w[j * k_len + k] for j < CH; k_len is a multiple of 4. The signature is
+   the one TVM's C codegen declares for the extern call. */
+#define EFFC_DOT(NAME, A_TYPE, UNPACK, UNPACK_ROR8, CH)                                          \
 static inline void NAME(void *a_, void *w_, void *acc_, int64_t acc_stride, int32_t k_len) {  \
   const A_TYPE *a = (const A_TYPE *)a_;                                                         \
   const int8_t *w = (const int8_t *)w_;                                                         \
   int32_t *acc = (int32_t *)acc_;                                                               \
-  int32_t s0 = acc[0], s1 = acc[acc_stride];                                                    \
-  const int8_t *w1 = w + k_len;                                                                 \
+  int32_t s[CH];                                                                                \
+  for (int j = 0; j < CH; ++j) s[j] = acc[j * acc_stride];                                      \
   for (int32_t k = 0; k < k_len; k += 4) {                                                      \
-    EFFC_DOT2_STEP(UNPACK)                                                                      \
+    EFFC_DOT_STEP(UNPACK, UNPACK_ROR8, CH)                                                      \
   }                                                                                             \
-  acc[0] = s0;                                                                                  \
-  acc[acc_stride] = s1;                                                                         \
+  for (int j = 0; j < CH; ++j) acc[j * acc_stride] = s[j];                                      \
 }
 
 #if defined(__ARM_FEATURE_DSP)
-#define EFFC_DOT2_STEP(UNPACK)                                                                  \
-    int32_t av, w0v, w1v;                                                                       \
-    memcpy(&av, a + k, 4); memcpy(&w0v, w + k, 4); memcpy(&w1v, w1 + k, 4);                     \
-    int32_t a02 = UNPACK(av), a13 = UNPACK(effc_ror8(av));                                      \
-    s0 = __smlad(__sxtb16(w0v), a02, s0); s0 = __smlad(__sxtb16(effc_ror8(w0v)), a13, s0);      \
-    s1 = __smlad(__sxtb16(w1v), a02, s1); s1 = __smlad(__sxtb16(effc_ror8(w1v)), a13, s1);
-#else
-#define EFFC_DOT2_STEP(UNPACK)                                                                  \
-    for (int32_t i = k; i < k + 4; ++i) {                                                       \
-      s0 += (int32_t)a[i] * (int32_t)w[i];                                                      \
-      s1 += (int32_t)a[i] * (int32_t)w1[i];                                                     \
+#define EFFC_DOT_STEP(UNPACK, UNPACK_ROR8, CH)                                                  \
+    int32_t av;                                                                                 \
+    memcpy(&av, a + k, 4);                                                                      \
+    int32_t a02 = UNPACK(av), a13 = UNPACK_ROR8(av);                                            \
+    for (int j = 0; j < CH; ++j) {                                                              \
+      int32_t wv;                                                                               \
+      memcpy(&wv, w + j * k_len + k, 4);                                                        \
+      s[j] = __smlad(__sxtb16(wv), a02, s[j]);                                                  \
+      s[j] = __smlad(effc_sxtb16_ror8(wv), a13, s[j]);                                          \
     }
+#else
+#define EFFC_DOT_STEP(UNPACK, UNPACK_ROR8, CH)                                                  \
+    for (int j = 0; j < CH; ++j)                                                                \
+      for (int32_t i = k; i < k + 4; ++i) s[j] += (int32_t)a[i] * (int32_t)w[j * k_len + i];
 #endif
 
-EFFC_DOT2(effc_dot2_s8s8, int8_t, __sxtb16)
-EFFC_DOT2(effc_dot2_u8s8, uint8_t, __uxtb16)
+EFFC_DOT(effc_dot4_s8s8, int8_t, __sxtb16, effc_sxtb16_ror8, 4)
+EFFC_DOT(effc_dot4_u8s8, uint8_t, __uxtb16, effc_uxtb16_ror8, 4)
+EFFC_DOT(effc_dot2_s8s8, int8_t, __sxtb16, effc_sxtb16_ror8, 2)
+EFFC_DOT(effc_dot2_u8s8, uint8_t, __uxtb16, effc_uxtb16_ror8, 2)
 """
+
+
+def channel_block(out_channels: int) -> int | None:
+    return next((c for c in CHANNEL_BLOCKS if out_channels % c == 0), None)
 
 
 def fits(xq, weight: np.ndarray, attrs) -> bool:
     """Whether conv2d_dsp computes this conv: NCHW/OIHW, one group, an even number of output channels."""
     return (attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and int(attrs.groups) == 1
-            and weight.shape[0] % CHANNELS == 0 and str(xq.ty.dtype) in DOT_FUNCTIONS)
+            and channel_block(weight.shape[0]) is not None and str(xq.ty.dtype) in ACTIVATION_TAGS)
 
 
 def pack_weight(weight: np.ndarray) -> np.ndarray:
@@ -96,7 +106,7 @@ def conv2d_dsp(data, packed, padding, pad_value: int, strides, dilation, kernel:
         padded = tirx.if_then_else(inside, value, tirx.const(pad_value, str(data.dtype)))
         return tirx.if_then_else(k < window, padded, tirx.const(0, str(data.dtype)))
 
-    col = te.compute((n, out_h, out_w, k4), column, name=COL_BLOCK)
+    col = te.compute((n, out_h, out_w, k4), column, name=COL_BLOCK, attrs={"effc_window": [kh, kw]})
     k = te.reduce_axis((0, k4), "k")
     return te.compute((n, out_channels, out_h, out_w),
                       lambda b, o, y, x: te.sum(col[b, y, x, k].astype("int32") * packed[o, k].astype("int32"), axis=k),
@@ -116,13 +126,15 @@ def conv_kernel(builder, xq, weight: np.ndarray, attrs, zero_point: int):
                            tuple(int(d) for d in weight.shape[2:]), primfunc_name_hint="conv2d_dsp")
 
 
-def _register_intrinsic(k4: int, dtype: str) -> str:
-    """The TensorIntrin `acc[0:2] += a[0:k4] . w[0:2, 0:k4]` calling DOT_FUNCTIONS[dtype]; returns its name."""
+def _register_intrinsic(k4: int, dtype: str, channels: int) -> str:
+    """The TensorIntrin `acc[0:channels] += a[0:k4] . w[0:channels, 0:k4]` calling DOT_SOURCE's function for
+    `dtype` activations; returns its name."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    name = f"effc_mcu_dot2_{dtype}_k{k4}"
-    function = DOT_FUNCTIONS[dtype]
+    CHANNELS = channels  # noqa: N806  (read by the TVMScript below)
+    function = f"{DOT_PREFIX}{channels}_{ACTIVATION_TAGS[dtype]}s8"
+    name = f"effc_mcu_{function}_k{k4}"
 
     @T.prim_func(s_tir=True)
     def desc(a: T.Buffer((k4,), dtype, offset_factor=1), w: T.Buffer((CHANNELS, k4), "int8", offset_factor=1),
@@ -152,12 +164,35 @@ def schedule_dsp_conv(sch, conv) -> None:
     """Pixel loops outside, pairs of output channels inside: im2col once per pixel, the epilogue per pair, each
     pair's reduction one dot call."""
     b, o, y, x, k = sch.get_loops(conv)
-    pairs, pair = sch.split(o, [None, CHANNELS])
+    channels = channel_block(int(sch.get(o).extent))
+    pairs, pair = sch.split(o, [None, channels])
     sch.reorder(b, y, x, pairs, pair, k)
-    sch.compute_at(sch.get_sblock(COL_BLOCK), x)
+    col = sch.get_sblock(COL_BLOCK)
+    sch.compute_at(col, x)
     for consumer in sch.get_consumers(conv):
         sch.reverse_compute_at(consumer, pairs)
     sch.decompose_reduction(conv, pair)
-    dtype = str(sch.get(sch.get_sblock(COL_BLOCK)).writes[0].source.dtype)
+    dtype = str(sch.get(col).writes[0].source.dtype)
     k4 = int(sch.get(k).extent)
-    sch.tensorize(pair, _register_intrinsic(k4, dtype))
+    sch.tensorize(pair, _register_intrinsic(k4, dtype, channels))
+    _split_window_loop(sch, col, k4)
+
+
+def _split_window_loop(sch, col, k4: int) -> None:
+    """im2col's loop over k as (channel, row, column) when K needs no padding, so no k // (KH*KW) per element."""
+    from tvm.s_tir import Schedule  # noqa: F401  (for the reader: sch is one)
+
+    window = _window(sch, col)
+    if window is None or k4 % (window[0] * window[1]):
+        return
+    kh, kw = window
+    sch.split(sch.get_loops(col)[-1], [k4 // (kh * kw), kh, kw])
+
+
+def _window(sch, col) -> tuple[int, int] | None:
+    """(KH, KW) of the conv whose im2col block `col` is, from the block's name annotation (set by conv2d_dsp)."""
+    annotations = sch.get(col).annotations
+    if "effc_window" not in annotations:
+        return None
+    kh, kw = (int(v) for v in annotations["effc_window"])
+    return kh, kw
