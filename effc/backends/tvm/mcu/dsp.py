@@ -36,11 +36,11 @@ static inline void NAME(void *a_, void *w_, void *acc_, int64_t acc_stride, int3
   const int8_t *w = (const int8_t *)w_;                                                         \
   int32_t *acc = (int32_t *)acc_;                                                               \
   int32_t s[CH];                                                                                \
-  for (int j = 0; j < CH; ++j) s[j] = acc[j * acc_stride];                                      \
+  _Pragma("GCC unroll 4") for (int j = 0; j < CH; ++j) s[j] = acc[j * acc_stride];                \
   for (int32_t k = 0; k < k_len; k += 4) {                                                      \
     EFFC_DOT_STEP(UNPACK, UNPACK_ROR8, CH)                                                      \
   }                                                                                             \
-  for (int j = 0; j < CH; ++j) acc[j * acc_stride] = s[j];                                      \
+  _Pragma("GCC unroll 4") for (int j = 0; j < CH; ++j) acc[j * acc_stride] = s[j];                \
 }
 
 #if defined(__ARM_FEATURE_DSP)
@@ -48,7 +48,7 @@ static inline void NAME(void *a_, void *w_, void *acc_, int64_t acc_stride, int3
     int32_t av;                                                                                 \
     memcpy(&av, a + k, 4);                                                                      \
     int32_t a02 = UNPACK(av), a13 = UNPACK_ROR8(av);                                            \
-    for (int j = 0; j < CH; ++j) {                                                              \
+    _Pragma("GCC unroll 4") for (int j = 0; j < CH; ++j) {                                      \
       int32_t wv;                                                                               \
       memcpy(&wv, w + j * k_len + k, 4);                                                        \
       s[j] = __smlad(__sxtb16(wv), a02, s[j]);                                                  \
