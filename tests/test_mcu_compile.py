@@ -167,6 +167,7 @@ def test_cortex_m0plus_refuses_a_float_model_and_takes_its_int8_version(tmp_path
                      "-o", tmp_path / "m0-int8.effc")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "m0-int8.effc" / "effc.json").read_text())["mcu"]["weight_bytes"] < 60_000
+    assert "effc_dot" not in (tmp_path / "m0-int8.effc" / "kernels.c").read_text()  # no DSP: integer_conv.py's kernel
 
 
 def test_the_cortex_m_targets_are_listed():
@@ -223,6 +224,8 @@ def test_digits_int8_keeps_int8_weights_in_flash_and_integer_kernels(digits_int8
     assert sum(k["macs"] for k in anchors) == sum(k["macs"] for k in float_mcu["kernels"])
     assert mcu["arena_lower_bound"] <= mcu["arena_bytes"] < float_mcu["arena_bytes"]
     assert not any("pad" in k["name"] for k in mcu["kernels"])  # the zero-point padding is inside the convs
+    kernels = (folder / "kernels.c").read_text()
+    assert len(re.findall(r"effc_dot[24]_s8s8\(\(", kernels)) == 3  # cortex-m4 has DSP: every conv is a SMLAD dot
     assert all(i["integer"] for i in meta["integer_islands"])
 
 
@@ -236,3 +239,9 @@ def test_int8_sources_cross_compile_for_cortex_m0plus_and_m7(digits_int8_m4, tmp
             done = subprocess.run(["arm-none-eabi-gcc", *flags, "-O2", "-Wall", "-Werror", "-c", str(folder / name),
                                    "-o", str(tmp_path / f"{core}-{name}.o")], capture_output=True, text=True)
             assert done.returncode == 0 and not done.stderr, done.stderr
+    listing = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "cortex-m7-kernels.c.o")],
+                             capture_output=True, text=True, check=True).stdout
+    assert "smlad" in listing and "sxtb16" in listing
+    listing = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "cortex-m0plus-kernels.c.o")],
+                             capture_output=True, text=True, check=True).stdout
+    assert "smlad" not in listing  # armv6-m has no DSP extension: the portable loop
