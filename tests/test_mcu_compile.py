@@ -225,7 +225,7 @@ def test_digits_int8_keeps_int8_weights_in_flash_and_integer_kernels(digits_int8
     assert mcu["arena_lower_bound"] <= mcu["arena_bytes"] < float_mcu["arena_bytes"]
     assert not any("pad" in k["name"] for k in mcu["kernels"])  # the zero-point padding is inside the convs
     kernels = (folder / "kernels.c").read_text()
-    assert len(re.findall(r"effc_dot[24]_s8s8\(\(", kernels)) == 3  # cortex-m4 has DSP: every conv is a SMLAD dot
+    assert len(re.findall(r"effc_dot[24]_s8s8\(\(", kernels)) == 5  # cortex-m4 has DSP: every conv and Gemm is a SMLAD dot
     assert all(i["integer"] for i in meta["integer_islands"])
 
 

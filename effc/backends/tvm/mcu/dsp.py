@@ -126,12 +126,15 @@ def conv_kernel(builder, xq, weight: np.ndarray, attrs, zero_point: int):
                            tuple(int(d) for d in weight.shape[2:]), primfunc_name_hint="conv2d_dsp")
 
 
-def _register_intrinsic(k4: int, dtype: str, channels: int) -> str:
+def _register_intrinsic(k4: int, dtype: str, channels: int, spatial: bool = True) -> str:
     """The TensorIntrin `acc[0:channels] += a[0:k4] . w[0:channels, 0:k4]` calling DOT_SOURCE's function for
-    `dtype` activations; returns its name."""
+    `dtype` activations; returns its name. spatial: the accumulators are a channel column of an NCHW tensor
+    (a convolution's, [channels, 1, 1]), else a row of a matmul's ([channels])."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
+    if not spatial:
+        return _register_row_intrinsic(k4, dtype, channels)
     CHANNELS = channels  # noqa: N806  (read by the TVMScript below)
     function = f"{DOT_PREFIX}{channels}_{ACTIVATION_TAGS[dtype]}s8"
     name = f"effc_mcu_{function}_k{k4}"
@@ -153,6 +156,38 @@ def _register_intrinsic(k4: int, dtype: str, channels: int) -> str:
         with T.sblock("root"):
             T.reads(acc[0:CHANNELS, 0, 0], a[0:k4], w[0:CHANNELS, 0:k4])
             T.writes(acc[0:CHANNELS, 0, 0])
+            T.evaluate(T.call_extern("void", function, a.access_ptr("r"), w.access_ptr("r"), acc.access_ptr("rw"),
+                                     acc.strides[0], k4))
+
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
+def _register_row_intrinsic(k4: int, dtype: str, channels: int) -> str:
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    CHANNELS = channels  # noqa: N806  (read by the TVMScript below)
+    function = f"{DOT_PREFIX}{channels}_{ACTIVATION_TAGS[dtype]}s8"
+    name = f"effc_mcu_{function}_row_k{k4}"
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((k4,), dtype, offset_factor=1), w: T.Buffer((CHANNELS, k4), "int8", offset_factor=1),
+             acc: T.Buffer((CHANNELS,), "int32", offset_factor=1, strides=[T.int32()])) -> None:
+        with T.sblock("root"):
+            T.reads(acc[0:CHANNELS], a[0:k4], w[0:CHANNELS, 0:k4])
+            T.writes(acc[0:CHANNELS])
+            for i, k in T.grid(CHANNELS, k4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    acc[vi] = acc[vi] + T.cast(a[vk], "int32") * T.cast(w[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((k4,), dtype, offset_factor=1), w: T.Buffer((CHANNELS, k4), "int8", offset_factor=1),
+             acc: T.Buffer((CHANNELS,), "int32", offset_factor=1, strides=[T.int32()])) -> None:
+        with T.sblock("root"):
+            T.reads(acc[0:CHANNELS], a[0:k4], w[0:CHANNELS, 0:k4])
+            T.writes(acc[0:CHANNELS])
             T.evaluate(T.call_extern("void", function, a.access_ptr("r"), w.access_ptr("r"), acc.access_ptr("rw"),
                                      acc.strides[0], k4))
 
@@ -196,3 +231,64 @@ def _window(sch, col) -> tuple[int, int] | None:
         return None
     kh, kw = (int(v) for v in annotations["effc_window"])
     return kh, kw
+
+
+# ------------------------------------------------------------------------------------------ int8 matmuls
+DENSE_BLOCK = "effc_mcu_dense_dsp"
+
+
+def dense_dsp(data, transposed):
+    """[M, K] int8/uint8 `data` x [N, K] int8 `transposed` (the weight's rows per output) -> [M, N] int32."""
+    from tvm import te
+
+    m, k_len = (int(d) for d in data.shape)
+    n = int(transposed.shape[0])
+    k = te.reduce_axis((0, k_len), "k")
+    return te.compute((m, n), lambda i, j: te.sum(data[i, k].astype("int32") * transposed[j, k].astype("int32"), axis=k),
+                      name=DENSE_BLOCK)
+
+
+def _dense_fits(call) -> bool:
+    import tvm
+
+    x, w = call.args
+    if not isinstance(w, tvm.ir.GenericConst) or str(call.attrs.out_dtype) != "int32":
+        return False
+    weight = w.value.numpy()
+    return (weight.dtype == np.int8 and weight.ndim == 2 and str(x.ty.dtype) in ACTIVATION_TAGS
+            and getattr(x.ty, "ndim", 0) == 2 and weight.shape[0] % 4 == 0 and channel_block(weight.shape[1]) is not None)
+
+
+def rewrite_matmuls(mod):
+    """`mod` with every int8 x int8-constant -> int32 matmul of `main` (the integer rewrite's Gemms) as dense_dsp
+    over the weight transposed, so each output's weights are contiguous for the SMLAD dot."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    @mutator
+    class Dense(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if getattr(call.op, "name", None) != "relax.matmul" or not _dense_fits(call):
+                return call
+            transposed = np.ascontiguousarray(call.args[1].value.numpy().T)
+            return self.builder_.call_te(dense_dsp, call.args[0], relax.const(transposed), primfunc_name_hint="dense_dsp")
+
+    rewriter = Dense(mod)
+    main = rewriter.visit_expr(mod["main"])
+    mod = rewriter.builder_.get()
+    return tvm.IRModule({**{gvar: f for gvar, f in mod.functions_items()}, mod.get_global_var("main"): main},
+                        attrs=mod.attrs)
+
+
+def schedule_dsp_dense(sch, dense) -> None:
+    """Blocks of outputs per dot call, the epilogue per block."""
+    i, j, k = sch.get_loops(dense)
+    dtype = str(sch.get(dense).reads[0].source.dtype)  # the activations (read first by dense_dsp's body)
+    channels = channel_block(int(sch.get(j).extent))
+    blocks, block = sch.split(j, [None, channels])
+    for consumer in sch.get_consumers(dense):
+        sch.reverse_compute_at(consumer, blocks)
+    sch.decompose_reduction(dense, block)
+    sch.tensorize(block, _register_intrinsic(int(sch.get(k).extent), dtype, channels, spatial=False))

@@ -24,7 +24,7 @@ from effc.targets import Target
 SOURCES = ["model.c", "kernels.c", "weights.c"]
 LIBRARY = "model.c"
 # Relax op in a kernel's name -> the ONNX ops it computes (the kernel's anchor, for MACs and the node list)
-ANCHORS = {"conv2d": ("Conv",), "matmul": ("Gemm", "MatMul"), "max_pool2d": ("MaxPool",),
+ANCHORS = {"conv2d": ("Conv",), "matmul": ("Gemm", "MatMul"), "dense": ("Gemm", "MatMul"), "max_pool2d": ("MaxPool",),
            "avg_pool2d": ("AveragePool",), "adaptive_avg_pool2d": ("GlobalAveragePool",), "mean": ("GlobalAveragePool", "ReduceMean")}
 BOOKKEEPING_OPS = ("QuantizeLinear", "DequantizeLinear", "Flatten", "Reshape")
 
@@ -110,6 +110,8 @@ def _import(model: Model, integer: bool, target: Target):
     has_dsp = target.isa is not None and "dsp" in target.isa.features
     kernel = first_of(dsp.conv_kernel if has_dsp else None, integer_conv.conv_kernel)
     mod, islands = lower_qdq(mod, conv_kernel=kernel)
+    if has_dsp:
+        mod = dsp.rewrite_matmuls(mod)
     return mod, islands
 
 

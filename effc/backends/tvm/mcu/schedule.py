@@ -67,6 +67,10 @@ def schedule_kernel(func):
         _inline_injective(sch, keep=(dsp.COL_BLOCK,))
         dsp.schedule_dsp_conv(sch, sch.get_sblock(dsp.CONV_BLOCK))
         return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    if dsp.DENSE_BLOCK in names:
+        _inline_injective(sch)
+        dsp.schedule_dsp_dense(sch, sch.get_sblock(dsp.DENSE_BLOCK))
+        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
     _inline_injective(sch)
     for block in _root_blocks(sch):
         if any(_reduction_iters(sch, block)):
