@@ -245,3 +245,22 @@ def test_int8_sources_cross_compile_for_cortex_m0plus_and_m7(digits_int8_m4, tmp
     listing = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "cortex-m0plus-kernels.c.o")],
                              capture_output=True, text=True, check=True).stdout
     assert "smlad" not in listing  # armv6-m has no DSP extension: the portable loop
+
+
+def test_inline_rounding_equals_nearbyintf(tmp_path):
+    """kernels.c's replacement for nearbyintf rounds like it (ties to even) on ties, large values, NaN and inf."""
+    from effc.backends.tvm.mcu.c_kernels import PREAMBLE, ROUND_SOURCE
+
+    source = tmp_path / "round.c"
+    source.write_text(PREAMBLE + ROUND_SOURCE + "void round_all(const float *x, float *y, int n) {\n"
+                      "  for (int i = 0; i < n; ++i) y[i] = effc_nearbyintf(x[i]);\n}\n")
+    subprocess.run(["gcc", "-O2", "-fPIC", "-shared", str(source), "-o", str(tmp_path / "round.so"), "-lm"], check=True)
+    lib = ctypes.CDLL(str(tmp_path / "round.so"))
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.arange(-300, 300, 0.25), rng.normal(0, 1e3, 10000), rng.normal(0, 1e8, 1000),
+                        [2.0**22 + 0.5, 2.0**23 - 0.5, 2.0**23, 2.0**23 + 1, -(2.0**23 - 0.5), 0.0, -0.0, 0.49999997,
+                         np.inf, -np.inf, np.nan, 3.4e38]]).astype(np.float32)
+    y = np.zeros_like(x)
+    lib.round_all(ctypes.c_void_p(x.ctypes.data), ctypes.c_void_p(y.ctypes.data), ctypes.c_int(len(x)))
+    np.testing.assert_array_equal(y, np.rint(x))
+    assert np.array_equal(np.signbit(y), np.signbit(np.rint(x)))

@@ -17,6 +17,16 @@ PIPELINE_NAME = "effc_mcu"
 C_TYPES = {"float32": "float", "int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t",
            "uint16": "uint16_t", "uint32": "uint32_t", "int64": "int64_t", "bool": "bool"}
 PREAMBLE = "#include <math.h>\n#include <stdbool.h>\n#include <stdint.h>\n"
+# TIR's round is nearbyintf, a library call in newlib on cores without VRINT (M4, M0+), once per requantized
+# output. This is the same rounding (to nearest, ties to even, in the default rounding mode) inline: adding and
+# subtracting 2^23 leaves the integer nearest to |x| for |x| < 2^23; larger floats are integers already.
+ROUND_SOURCE = """
+static inline float effc_nearbyintf(float x) {
+  float a = fabsf(x);
+  float r = copysignf((a + 8388608.0f) - 8388608.0f, x);
+  return a < 8388608.0f ? r : x;
+}
+"""
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,9 @@ def build_kernels(funcs: dict[str, object]) -> tuple[str, dict[str, Kernel]]:
     kernels = {name: Kernel(symbols[name], tuple(c_type(str(p.dtype)) for p in funcs[name].params))
                for name in funcs}
     source = _strip_tvm(library.inspect_source())
+    if "nearbyintf(" in source:
+        body = re.sub(r"^float nearbyintf\(float\);\n", "", source, flags=re.M).replace("nearbyintf(", "effc_nearbyintf(")
+        source = body.replace(PREAMBLE, PREAMBLE + ROUND_SOURCE, 1)
     if "effc_dot" in source:
         from effc.backends.tvm.mcu.dsp import DOT_SOURCE
 
