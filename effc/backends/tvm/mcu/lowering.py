@@ -104,9 +104,11 @@ def _import(model: Model, integer: bool, target: Target):
     from effc.backends.tvm.mcu import dsp, integer_conv
 
     mod, params = import_relax(model)
+    from effc.backends.tvm.mcu import float_conv
+
     mod = bind_params(mod, params.get("main", []))
     if not integer:
-        return mod, None
+        return float_conv.rewrite_convs(mod), None
     has_dsp = target.isa is not None and "dsp" in target.isa.features
     kernel = first_of(dsp.conv_kernel if has_dsp else None, integer_conv.conv_kernel)
     mod, islands = lower_qdq(mod, conv_kernel=kernel)

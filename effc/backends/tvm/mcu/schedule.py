@@ -59,13 +59,17 @@ def schedule_kernel(func):
     """`func` (a fused PrimFunc from Relax) scheduled for a microcontroller (see the module docstring)."""
     import tvm
 
-    from effc.backends.tvm.mcu import dsp
+    from effc.backends.tvm.mcu import dsp, float_conv
 
     sch = tvm.s_tir.Schedule(func)
     names = {sch.get(b).name_hint for b in _root_blocks(sch)}
     if dsp.CONV_BLOCK in names:
         _inline_injective(sch, keep=(dsp.COL_BLOCK,))
         dsp.schedule_dsp_conv(sch, sch.get_sblock(dsp.CONV_BLOCK))
+        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    if float_conv.CONV_BLOCK in names:
+        _inline_injective(sch, keep=(float_conv.COL_BLOCK,))
+        float_conv.schedule_im2col_conv(sch, sch.get_sblock(float_conv.CONV_BLOCK))
         return sch.mod["main"].with_attr("tirx.is_scheduled", True)
     if dsp.DENSE_BLOCK in names:
         _inline_injective(sch)
