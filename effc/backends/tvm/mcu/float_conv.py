@@ -92,4 +92,5 @@ def schedule_im2col_conv(sch, conv) -> None:
     for consumer in sch.get_consumers(conv):
         sch.reverse_compute_at(consumer, blocks)
     sch.decompose_reduction(conv, rc)
+    sch.fuse(rc, ry, rx)  # one loop over the window: col and the weight rows are both contiguous in it
     sch.unroll(block)
