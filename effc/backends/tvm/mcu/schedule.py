@@ -55,6 +55,29 @@ def _epilogue_into_reduction(sch, reduction) -> None:
         sch.decompose_reduction(reduction, sch.get_loops(reduction)[spatial])
 
 
+def _blocked_matmul(sch, matmul) -> bool:
+    """[M, K] x [K, N]: four (or two) outputs of a row per pass over k, their accumulators unrolled into registers
+    and the weight row read contiguously. False (nothing changed) for any other shape of block."""
+    flags = _reduction_iters(sch, matmul)
+    loops = sch.get_loops(matmul)
+    if flags != [False, False, True] or len(loops) != 3:
+        return False
+    i, j, k = loops
+    extent = sch.get(j).extent
+    if not hasattr(extent, "value"):
+        return False
+    channels = next((c for c in (4, 2) if int(extent.value) % c == 0), None)
+    if channels is None:
+        return False
+    blocks, block = sch.split(j, [None, channels])
+    sch.reorder(i, blocks, k, block)
+    for consumer in sch.get_consumers(matmul):
+        sch.reverse_compute_at(consumer, blocks)
+    sch.decompose_reduction(matmul, k)
+    sch.unroll(block)
+    return True
+
+
 def schedule_kernel(func):
     """`func` (a fused PrimFunc from Relax) scheduled for a microcontroller (see the module docstring)."""
     import tvm
@@ -78,6 +101,8 @@ def schedule_kernel(func):
     _inline_injective(sch)
     for block in _root_blocks(sch):
         if any(_reduction_iters(sch, block)):
+            if sch.get(block).name_hint.startswith("matmul") and _blocked_matmul(sch, block):
+                continue
             _epilogue_into_reduction(sch, block)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
