@@ -264,3 +264,41 @@ def test_inline_rounding_equals_nearbyintf(tmp_path):
     lib.round_all(ctypes.c_void_p(x.ctypes.data), ctypes.c_void_p(y.ctypes.data), ctypes.c_int(len(x)))
     np.testing.assert_array_equal(y, np.rint(x))
     assert np.array_equal(np.signbit(y), np.signbit(np.rint(x)))
+
+
+def _mobile_block(seed: int = 0) -> onnx.ModelProto:
+    """A MobileNet-style block with random weights: conv 3x3 stride 2, depthwise 3x3, Clip (ReLU6), pointwise,
+    global average pool, Gemm, Softmax."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv", strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"], name="relu6"),
+             helper.make_node("Conv", ["r1", "wd"], ["d1"], name="depthwise", group=8, pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["d1"], ["r2"], name="relu"),
+             helper.make_node("Conv", ["r2", "wp", "bp"], ["p1"], name="pointwise"),
+             helper.make_node("GlobalAveragePool", ["p1"], ["g"], name="pool"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "wg", "bg"], ["logits"], name="fc", transB=1),
+             helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=1)]
+    return make_model(nodes, [("x", FLOAT, [1, 3, 12, 12])], [("y", FLOAT, [1, 5])],
+                      {"w1": w(8, 3, 3, 3), "b1": w(8), "lo": np.float32(0), "hi": np.float32(6), "wd": w(8, 1, 3, 3),
+                       "wp": w(12, 8, 1, 1), "bp": w(12), "wg": w(5, 12), "bg": w(5)})
+
+
+@pytest.mark.tvm
+def test_a_mobilenet_style_block_on_host_gcc_matches_onnxruntime(tmp_path):
+    onnx.save(_mobile_block(), tmp_path / "block.onnx")
+    artifact = effc.compile(tmp_path / "block.onnx", "cortex-m7", out=tmp_path / "block.effc")
+    lib = host_library(artifact.folder, tmp_path)
+    x = np.random.default_rng(1).standard_normal((16, 3, 12, 12)).astype(np.float32)
+    session = ort_session(load_model(tmp_path / "block.onnx"))
+    reference = np.concatenate([run_session(session, {"x": x[i:i + 1]})["y"] for i in range(len(x))])
+    ours = run_host(lib, artifact.meta, x)
+    assert np.abs(ours - reference).max() <= 1e-4 * np.abs(reference).max()
+    text = "".join((artifact.folder / name).read_text() for name in SOURCES)
+    assert "TVMBackend" not in text and "malloc" not in text
+    mcu = artifact.meta["mcu"]
+    assert mcu["arena_lower_bound"] <= mcu["arena_bytes"] <= mcu["arena_naive_sum"]
