@@ -22,8 +22,8 @@ import effc
 from effc.backends.tvm.mcu.arena import Buffer, plan_arena
 from effc.cli import cli
 from effc.errors import EffcError
-from effc.onnx_runtime import ort_session, run_model, run_session
 from effc.ir import load_model
+from effc.onnx_runtime import ort_session, run_model, run_session
 from effc.targets import Memory, get_target
 from effc.targets.mcu import MCU_BOARDS
 from effc.zoo import get
@@ -63,7 +63,7 @@ def digits_m4(tmp_path_factory):
 
 @pytest.mark.tvm
 def test_digits_float_on_host_gcc_matches_onnxruntime(digits_m4):
-    folder, meta, lib = digits_m4
+    _, meta, lib = digits_m4
     x = np.load(get("digits").eval_path)["input"].astype(np.float32)
     reference = run_model(load_model(get("digits").onnx_path), {"input": x})["logits"]
     ours = run_host(lib, meta, x)
@@ -117,11 +117,11 @@ def test_sources_cross_compile_for_cortex_m4_with_weights_in_rodata(digits_m4, t
     flags = list(MCU_BOARDS["cortex-m4"].gcc_flags)
     for name in SOURCES:
         done = subprocess.run(["arm-none-eabi-gcc", *flags, "-O2", "-Wall", "-Werror", "-c", str(folder / name),
-                               "-o", str(tmp_path / f"{name}.o")], capture_output=True, text=True)
+                               "-o", str(tmp_path / f"{name}.o")], check=False, capture_output=True, text=True)
         assert done.returncode == 0 and not done.stderr, done.stderr
     sections = subprocess.run(["arm-none-eabi-size", "-A", str(tmp_path / "weights.c.o")], capture_output=True,
                               text=True, check=True).stdout
-    rodata = int(re.search(r"^\.rodata\s+(\d+)", sections, re.M).group(1))
+    rodata = int(re.search(r"^\.rodata\s+(\d+)", sections, re.MULTILINE).group(1))
     assert meta["mcu"]["weight_bytes"] <= rodata < meta["mcu"]["weight_bytes"] + 16 * len(meta["mcu"]["kernels"]) * 8
     symbols = subprocess.run(["arm-none-eabi-nm", "-S", str(tmp_path / "model.c.o")], capture_output=True, text=True,
                              check=True).stdout
@@ -216,7 +216,7 @@ def test_digits_int8_keeps_int8_weights_in_flash_and_integer_kernels(digits_int8
     folder, meta, _, _ = digits_int8_m4
     mcu, float_mcu = meta["mcu"], digits_m4[1]["mcu"]
     weights = (folder / "weights.c").read_text()
-    int8_bytes = sum(int(n) for n in re.findall(r"^const int8_t effc_w\d+\[(\d+)\]", weights, re.M))
+    int8_bytes = sum(int(n) for n in re.findall(r"^const int8_t effc_w\d+\[(\d+)\]", weights, re.MULTILINE))
     assert int8_bytes >= 0.9 * mcu["weight_bytes"]  # the conv and matmul weights; biases are int32, scales float
     assert mcu["weight_bytes"] < 0.3 * float_mcu["weight_bytes"]
     anchors = [k for k in mcu["kernels"] if k["macs"]]
@@ -237,7 +237,8 @@ def test_int8_sources_cross_compile_for_cortex_m0plus_and_m7(digits_int8_m4, tmp
         flags = list(MCU_BOARDS[core].gcc_flags)
         for name in SOURCES:
             done = subprocess.run(["arm-none-eabi-gcc", *flags, "-O2", "-Wall", "-Werror", "-c", str(folder / name),
-                                   "-o", str(tmp_path / f"{core}-{name}.o")], capture_output=True, text=True)
+                                   "-o", str(tmp_path / f"{core}-{name}.o")], check=False, capture_output=True,
+                                  text=True)
             assert done.returncode == 0 and not done.stderr, done.stderr
     listing = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "cortex-m7-kernels.c.o")],
                              capture_output=True, text=True, check=True).stdout

@@ -125,7 +125,7 @@ def build_kernels(funcs: dict[str, object]) -> tuple[str, dict[str, Kernel]]:
                for name in funcs}
     source = _strip_tvm(library.inspect_source())
     if "nearbyintf(" in source:
-        body = re.sub(r"^float nearbyintf\(float\);\n", "", source, flags=re.M).replace("nearbyintf(", "effc_nearbyintf(")
+        body = re.sub(r"^float nearbyintf\(float\);\n", "", source, flags=re.MULTILINE).replace("nearbyintf(", "effc_nearbyintf(")
         source = body.replace(PREAMBLE, PREAMBLE + ROUND_SOURCE, 1)
     if "effc_dot" in source:
         from effc.backends.tvm.mcu.dsp import DOT_SOURCE

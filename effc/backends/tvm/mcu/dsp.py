@@ -135,7 +135,7 @@ def _register_intrinsic(k4: int, dtype: str, channels: int, spatial: bool = True
 
     if not spatial:
         return _register_row_intrinsic(k4, dtype, channels)
-    CHANNELS = channels  # noqa: N806  (read by the TVMScript below)
+    CHANNELS = channels
     function = f"{DOT_PREFIX}{channels}_{ACTIVATION_TAGS[dtype]}s8"
     name = f"effc_mcu_{function}_k{k4}"
 
@@ -167,7 +167,7 @@ def _register_row_intrinsic(k4: int, dtype: str, channels: int) -> str:
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    CHANNELS = channels  # noqa: N806  (read by the TVMScript below)
+    CHANNELS = channels
     function = f"{DOT_PREFIX}{channels}_{ACTIVATION_TAGS[dtype]}s8"
     name = f"effc_mcu_{function}_row_k{k4}"
 
@@ -284,7 +284,7 @@ def rewrite_matmuls(mod):
 
 def schedule_dsp_dense(sch, dense) -> None:
     """Blocks of outputs per dot call, the epilogue per block."""
-    i, j, k = sch.get_loops(dense)
+    _, j, k = sch.get_loops(dense)
     dtype = str(sch.get(dense).reads[0].source.dtype)  # the activations (read first by dense_dsp's body)
     channels = channel_block(int(sch.get(j).extent))
     blocks, block = sch.split(j, [None, channels])

@@ -22,7 +22,7 @@ def conv2d_im2col(data, weight, padding, strides, dilation, kernel: tuple[int, i
     from tvm import te, tirx
 
     n, channels, height, width = (int(d) for d in data.shape)
-    out_channels, window = (int(d) for d in weight.shape)
+    out_channels = int(weight.shape[0])
     kh, kw = kernel
     top, left, bottom, right = padding
     (sh, sw), (dh, dw) = strides, dilation

@@ -11,11 +11,11 @@ No TVM runtime and no heap on the device.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from effc.backends.base import Compiled
-from effc.backends.tvm.mcu.arena import Buffer, ArenaPlan, plan_arena
+from effc.backends.tvm.mcu.arena import ArenaPlan, Buffer, plan_arena
 from effc.backends.tvm.mcu.program import Program
 from effc.errors import EffcError
 from effc.ir import Model

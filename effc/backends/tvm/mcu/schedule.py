@@ -9,6 +9,8 @@ gcc), and the reduction's init is moved out of its reduction loops.
 
 from __future__ import annotations
 
+import contextlib
+
 COMM_REDUCE = 2  # tirx.IterVar.CommReduce
 
 
@@ -23,6 +25,8 @@ def _reduction_iters(sch, block) -> list[bool]:
 def _inline_injective(sch, keep=()) -> None:
     """Inline every non-reduction block but those named in `keep` into its consumers (or, for an output block,
     its producer) until none is left that can go."""
+    from tvm.s_tir.schedule import ScheduleError
+
     changed = True
     while changed:
         changed = False
@@ -32,7 +36,7 @@ def _inline_injective(sch, keep=()) -> None:
             for inline in (sch.compute_inline, sch.reverse_compute_inline):
                 try:
                     inline(block)
-                except Exception:  # an output block, or a producer that is a reduction: try the other way
+                except ScheduleError:  # an output block, or a producer that is a reduction: try the other way
                     continue
                 changed = True
                 break
@@ -41,16 +45,17 @@ def _inline_injective(sch, keep=()) -> None:
 def _epilogue_into_reduction(sch, reduction) -> None:
     """Compute the reduction's single elementwise consumer inside its spatial loops, so the accumulator is one
     element; then move the init out of the reduction loops."""
+    from tvm.s_tir.schedule import ScheduleError
+
     loops = sch.get_loops(reduction)
     flags = _reduction_iters(sch, reduction)
     spatial = flags.index(True) if True in flags else len(flags)
     # The loop nest follows the block's iter vars (LegalizeOps writes spatial first, then reduction).
     consumers = sch.get_consumers(reduction)
     if len(consumers) == 1 and spatial > 0 and len(loops) == len(flags):
-        try:
+        # A consumer reading more than the spatial point (a transpose, a reshape) stays after the whole reduction.
+        with contextlib.suppress(ScheduleError):
             sch.reverse_compute_at(consumers[0], loops[spatial - 1], preserve_unit_loops=True)
-        except Exception:  # the consumer reads more than the spatial point (a transpose, a reshape): leave it
-            pass
     if spatial < len(loops):
         sch.decompose_reduction(reduction, sch.get_loops(reduction)[spatial])
 
