@@ -129,65 +129,33 @@ def conv_kernel(builder, xq, weight: np.ndarray, attrs, zero_point: int):
 def _register_intrinsic(k4: int, dtype: str, channels: int, spatial: bool = True) -> str:
     """The TensorIntrin `acc[0:channels] += a[0:k4] . w[0:channels, 0:k4]` calling DOT_SOURCE's function for
     `dtype` activations; returns its name. spatial: the accumulators are a channel column of an NCHW tensor
-    (a convolution's, [channels, 1, 1]), else a row of a matmul's ([channels])."""
+    (a convolution's, [channels, 1, 1]: TVM matches a region dim by dim), else a row of a matmul's ([channels])."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    if not spatial:
-        return _register_row_intrinsic(k4, dtype, channels)
-    CHANNELS = channels
+    tail = [0, 0] if spatial else []  # the accumulators' trailing unit dims
+    acc_shape = (channels, *([1] * len(tail)))
+    acc_strides = [T.int32() for _ in acc_shape]
     function = f"{DOT_PREFIX}{channels}_{ACTIVATION_TAGS[dtype]}s8"
-    name = f"effc_mcu_{function}_k{k4}"
+    name = f"effc_mcu_{function}_{'nchw' if spatial else 'row'}_k{k4}"
 
     @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer((k4,), dtype, offset_factor=1), w: T.Buffer((CHANNELS, k4), "int8", offset_factor=1),
-             acc: T.Buffer((CHANNELS, 1, 1), "int32", offset_factor=1, strides=[T.int32(), T.int32(), T.int32()])) -> None:
+    def desc(a: T.Buffer((k4,), dtype, offset_factor=1), w: T.Buffer((channels, k4), "int8", offset_factor=1),
+             acc: T.Buffer(acc_shape, "int32", offset_factor=1, strides=acc_strides)) -> None:
         with T.sblock("root"):
-            T.reads(acc[0:CHANNELS, 0, 0], a[0:k4], w[0:CHANNELS, 0:k4])
-            T.writes(acc[0:CHANNELS, 0, 0])
-            for i, k in T.grid(CHANNELS, k4):
+            T.reads(acc[0:channels, *tail], a[0:k4], w[0:channels, 0:k4])
+            T.writes(acc[0:channels, *tail])
+            for i, k in T.grid(channels, k4):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
-                    acc[vi, 0, 0] = acc[vi, 0, 0] + T.cast(a[vk], "int32") * T.cast(w[vi, vk], "int32")
+                    acc[vi, *tail] = acc[vi, *tail] + T.cast(a[vk], "int32") * T.cast(w[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
-    def impl(a: T.Buffer((k4,), dtype, offset_factor=1), w: T.Buffer((CHANNELS, k4), "int8", offset_factor=1),
-             acc: T.Buffer((CHANNELS, 1, 1), "int32", offset_factor=1, strides=[T.int32(), T.int32(), T.int32()])) -> None:
+    def impl(a: T.Buffer((k4,), dtype, offset_factor=1), w: T.Buffer((channels, k4), "int8", offset_factor=1),
+             acc: T.Buffer(acc_shape, "int32", offset_factor=1, strides=acc_strides)) -> None:
         with T.sblock("root"):
-            T.reads(acc[0:CHANNELS, 0, 0], a[0:k4], w[0:CHANNELS, 0:k4])
-            T.writes(acc[0:CHANNELS, 0, 0])
-            T.evaluate(T.call_extern("void", function, a.access_ptr("r"), w.access_ptr("r"), acc.access_ptr("rw"),
-                                     acc.strides[0], k4))
-
-    TensorIntrin.register(name, desc, impl, override=True)
-    return name
-
-
-def _register_row_intrinsic(k4: int, dtype: str, channels: int) -> str:
-    from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
-
-    CHANNELS = channels
-    function = f"{DOT_PREFIX}{channels}_{ACTIVATION_TAGS[dtype]}s8"
-    name = f"effc_mcu_{function}_row_k{k4}"
-
-    @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer((k4,), dtype, offset_factor=1), w: T.Buffer((CHANNELS, k4), "int8", offset_factor=1),
-             acc: T.Buffer((CHANNELS,), "int32", offset_factor=1, strides=[T.int32()])) -> None:
-        with T.sblock("root"):
-            T.reads(acc[0:CHANNELS], a[0:k4], w[0:CHANNELS, 0:k4])
-            T.writes(acc[0:CHANNELS])
-            for i, k in T.grid(CHANNELS, k4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    acc[vi] = acc[vi] + T.cast(a[vk], "int32") * T.cast(w[vi, vk], "int32")
-
-    @T.prim_func(s_tir=True)
-    def impl(a: T.Buffer((k4,), dtype, offset_factor=1), w: T.Buffer((CHANNELS, k4), "int8", offset_factor=1),
-             acc: T.Buffer((CHANNELS,), "int32", offset_factor=1, strides=[T.int32()])) -> None:
-        with T.sblock("root"):
-            T.reads(acc[0:CHANNELS], a[0:k4], w[0:CHANNELS, 0:k4])
-            T.writes(acc[0:CHANNELS])
+            T.reads(acc[0:channels, *tail], a[0:k4], w[0:channels, 0:k4])
+            T.writes(acc[0:channels, *tail])
             T.evaluate(T.call_extern("void", function, a.access_ptr("r"), w.access_ptr("r"), acc.access_ptr("rw"),
                                      acc.strides[0], k4))
 
@@ -262,24 +230,17 @@ def _dense_fits(call) -> bool:
 def rewrite_matmuls(mod):
     """`mod` with every int8 x int8-constant -> int32 matmul of `main` (the integer rewrite's Gemms) as dense_dsp
     over the weight transposed, so each output's weights are contiguous for the SMLAD dot."""
-    import tvm
     from tvm import relax
-    from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    @mutator
-    class Dense(PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            if getattr(call.op, "name", None) != "relax.matmul" or not _dense_fits(call):
-                return call
-            transposed = np.ascontiguousarray(call.args[1].value.numpy().T)
-            return self.builder_.call_te(dense_dsp, call.args[0], relax.const(transposed), primfunc_name_hint="dense_dsp")
+    from effc.backends.tvm.mcu.relax_calls import replace_calls
 
-    rewriter = Dense(mod)
-    main = rewriter.visit_expr(mod["main"])
-    mod = rewriter.builder_.get()
-    return tvm.IRModule({**{gvar: f for gvar, f in mod.functions_items()}, mod.get_global_var("main"): main},
-                        attrs=mod.attrs)
+    def dense(builder, call):
+        if not _dense_fits(call):
+            return None
+        transposed = np.ascontiguousarray(call.args[1].value.numpy().T)
+        return builder.call_te(dense_dsp, call.args[0], relax.const(transposed), primfunc_name_hint="dense_dsp")
+
+    return replace_calls(mod, "relax.matmul", dense)
 
 
 def schedule_dsp_dense(sch, dense) -> None:

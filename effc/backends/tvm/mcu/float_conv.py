@@ -55,30 +55,23 @@ def _fits(call) -> bool:
 
 def rewrite_convs(mod):
     """`mod` with every float NCHW conv2d of `main` over a constant weight (one group) as conv2d_im2col."""
-    import tvm
     from tvm import relax
-    from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    @mutator
-    class Im2col(PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            if getattr(call.op, "name", None) != "relax.nn.conv2d" or not _fits(call):
-                return call
-            attrs = call.attrs
-            weight = call.args[1].value.numpy()
-            padding = [int(p) for p in attrs.padding]
-            padding = padding * 2 if len(padding) == 2 else padding
-            return self.builder_.call_te(
-                conv2d_im2col, call.args[0], relax.const(np.ascontiguousarray(weight.reshape(weight.shape[0], -1))),
-                padding, [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation],
-                tuple(int(d) for d in weight.shape[2:]), primfunc_name_hint="conv2d_im2col")
+    from effc.backends.tvm.mcu.relax_calls import replace_calls
 
-    rewriter = Im2col(mod)
-    main = rewriter.visit_expr(mod["main"])
-    mod = rewriter.builder_.get()
-    return tvm.IRModule({**{gvar: f for gvar, f in mod.functions_items()}, mod.get_global_var("main"): main},
-                        attrs=mod.attrs)
+    def im2col(builder, call):
+        if not _fits(call):
+            return None
+        attrs = call.attrs
+        weight = call.args[1].value.numpy()
+        padding = [int(p) for p in attrs.padding]
+        padding = padding * 2 if len(padding) == 2 else padding
+        return builder.call_te(
+            conv2d_im2col, call.args[0], relax.const(np.ascontiguousarray(weight.reshape(weight.shape[0], -1))),
+            padding, [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation],
+            tuple(int(d) for d in weight.shape[2:]), primfunc_name_hint="conv2d_im2col")
+
+    return replace_calls(mod, "relax.nn.conv2d", im2col)
 
 
 def schedule_im2col_conv(sch, conv) -> None:
