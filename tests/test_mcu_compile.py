@@ -303,3 +303,24 @@ def test_a_mobilenet_style_block_on_host_gcc_matches_onnxruntime(tmp_path):
     assert "TVMBackend" not in text and "malloc" not in text
     mcu = artifact.meta["mcu"]
     assert mcu["arena_lower_bound"] <= mcu["arena_bytes"] <= mcu["arena_naive_sum"]
+
+
+@pytest.mark.tvm
+def test_several_outputs_views_and_an_output_that_is_the_input(tmp_path):
+    """Outputs written in place by their kernels, one through a reshape view, one the input itself (copied)."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Mul", ["r", "two"], ["m"], name="mul"),
+             helper.make_node("Flatten", ["m"], ["y"], name="flatten"),
+             helper.make_node("Identity", ["x"], ["z"], name="identity")]
+    proto = make_model(nodes, [("x", FLOAT, [1, 2, 3, 4])], [("r", FLOAT, [1, 2, 3, 4]), ("y", FLOAT, [1, 24]),
+                                                           ("z", FLOAT, [1, 2, 3, 4])], {"two": np.float32(2)})
+    onnx.save(proto, tmp_path / "outs.onnx")
+    artifact = effc.compile(tmp_path / "outs.onnx", "cortex-m4", out=tmp_path / "outs.effc")
+    lib = host_library(artifact.folder, tmp_path)
+    x = np.random.default_rng(2).standard_normal((1, 2, 3, 4)).astype(np.float32)
+    outs = [np.zeros(o["shape"], o["dtype"]) for o in artifact.meta["outputs"]]
+    assert lib.effc_run(*(ctypes.c_void_p(a.ctypes.data) for a in [x, *outs])) == 0
+    reference = run_model(load_model(tmp_path / "outs.onnx"), {"x": x})
+    for spec, ours in zip(artifact.meta["outputs"], outs):
+        np.testing.assert_allclose(ours, reference[spec["name"]], rtol=1e-6)
+    assert "#define EFFC_NUM_OUTPUTS 3" in (artifact.folder / "model.h").read_text()

@@ -106,6 +106,7 @@ def walk_main(mod) -> Program:
     where: dict = {p: Ref("input", i) for i, p in enumerate(main.params)}
     weights: list[tuple[object, str]] = []
     written: set[str] = set()
+    tuples: dict = {}  # var -> the fields of the tuple bound to it (multi-output models)
 
     def ref_of(expr) -> Ref:
         if isinstance(expr, tvm.ir.GenericConst):
@@ -124,7 +125,16 @@ def walk_main(mod) -> Program:
         for binding in block.bindings:
             var, value = binding.var, binding.value
             if isinstance(value, relax.Var):
-                where[var] = ref_of(value)
+                if value in tuples:
+                    tuples[var] = tuples[value]
+                else:
+                    where[var] = ref_of(value)
+                continue
+            if isinstance(value, relax.Tuple):
+                tuples[var] = list(value.fields)
+                continue
+            if isinstance(value, relax.TupleGetItem) and value.tuple_value in tuples:
+                where[var] = ref_of(tuples[value.tuple_value][int(value.index)])
                 continue
             if not isinstance(value, relax.Call):
                 raise EffcError(f"the microcontroller C path cannot lower a {type(value).__name__} in main")
@@ -146,7 +156,7 @@ def walk_main(mod) -> Program:
             else:
                 raise UnloweredOperation(_lowered_name(value))
     result = main.body.body
-    returned = list(result.fields) if isinstance(result, relax.Tuple) else [result]
+    returned = list(result.fields) if isinstance(result, relax.Tuple) else tuples.get(result, [result])
     _bind_outputs(program, returned, [ref_of(r) for r in returned])
     return program
 
