@@ -56,8 +56,14 @@ def _epilogue_into_reduction(sch, reduction) -> None:
         # A consumer reading more than the spatial point (a transpose, a reshape) stays after the whole reduction.
         with contextlib.suppress(ScheduleError):
             sch.reverse_compute_at(consumers[0], loops[spatial - 1], preserve_unit_loops=True)
+    # TVM's C codegen names a repeated max/min operand once per scope, so an unrolled max pool would read a stale
+    # accumulator: only convolution windows (sums) are unrolled.
+    window = _window_only(sch, reduction) and "conv" in sch.get(reduction).name_hint
     if spatial < len(loops):
         sch.decompose_reduction(reduction, sch.get_loops(reduction)[spatial])
+    if window:  # a depthwise window (3x3, 5x5): unrolled, its taps become constant offsets
+        for loop in sch.get_loops(reduction)[spatial:]:
+            sch.unroll(loop)
 
 
 def _blocked_matmul(sch, matmul) -> bool:
@@ -103,13 +109,42 @@ def schedule_kernel(func):
         _inline_injective(sch)
         dsp.schedule_dsp_dense(sch, sch.get_sblock(dsp.DENSE_BLOCK))
         return sch.mod["main"].with_attr("tirx.is_scheduled", True)
-    _inline_injective(sch)
+    planes = _window_inputs(sch)
+    _inline_injective(sch, keep=tuple(planes))
+    for name, reduction in planes.items():
+        sch.compute_at(sch.get_sblock(name), sch.get_loops(sch.get_sblock(reduction))[1])
     for block in _root_blocks(sch):
         if any(_reduction_iters(sch, block)):
             if sch.get(block).name_hint.startswith("matmul") and _blocked_matmul(sch, block):
                 continue
             _epilogue_into_reduction(sch, block)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def _window_only(sch, block) -> bool:
+    """Whether `block` is an NCHW reduction over a KH x KW window only: S S S S R R, or S S S S R R R with one
+    input channel per group (a depthwise convolution as Relax or integer_conv.py writes it)."""
+    flags = _reduction_iters(sch, block)
+    if flags[:4] != [False] * 4 or not all(flags[4:]) or len(flags) not in (6, 7):
+        return False
+    if len(flags) == 6:
+        return True
+    extent = sch.get(block).iter_vars[4].dom.extent
+    return hasattr(extent, "value") and int(extent.value) == 1
+
+
+def _window_inputs(sch) -> dict[str, str]:
+    """{padding block: the depthwise convolution reading it}: a reduction over the window only (_window_only)
+    reads its padded input one channel plane at a time, so the padding is built per plane (a stack
+    array of one padded plane) instead of checked on every tap."""
+    found = {}
+    for block in _root_blocks(sch):
+        if not _window_only(sch, block):
+            continue
+        for producer in sch.get_producers(block):
+            if not any(_reduction_iters(sch, producer)):
+                found[sch.get(producer).name_hint] = sch.get(block).name_hint
+    return found
 
 
 def accumulates_integers(func) -> bool:
