@@ -13,9 +13,11 @@ from effc.targets.mcu import MCU_BOARDS, register_mcu_targets
 MCU_NAMES = ["cortex-m4", "cortex-m7", "cortex-m55", "cortex-m0plus"]
 
 
-@pytest.fixture(autouse=True)
-def mcu_targets():
-    register_mcu_targets()  # not on import until the lowering exists (see effc/targets/mcu.py)
+def test_registered_on_import_and_registering_again_changes_nothing():
+    before = registered_targets()
+    assert set(MCU_NAMES) <= set(before)
+    register_mcu_targets()
+    assert registered_targets() == before
 
 
 def test_mcu_records_carry_board_memory():

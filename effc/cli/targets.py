@@ -57,6 +57,8 @@ def command(as_json: bool) -> None:
             continue
         backend = record["backend"] + (f"/{record['lowering']}" if record.get("lowering") else "")
         runs = "here" if not record.get("emulator") else f"{record['emulator']} here"
+        if record.get("cross_compiler") and not record.get("emulator"):
+            runs = "compile-only"
         memory = record.get("memory") or {}
         memory_text = ", ".join(f"{label} {human_bytes(memory[key])}" for key, label in
                                 (("flash_bytes", "flash"), ("ram_bytes", "RAM")) if memory.get(key)) or "-"

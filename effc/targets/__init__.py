@@ -6,7 +6,7 @@ kernels may use and a board's memory. Passes and schedule rules read `target.isa
 (cpu.py: `x86`, `arm`; ort.py: `ort`).
 """
 
-from effc.targets import cpu, cuda, ort  # noqa: F401  (importing them registers the built-in targets)
+from effc.targets import cpu, cuda, mcu, ort  # noqa: F401  (importing them registers the built-in targets)
 from effc.targets.cpu import ARM_CPUS, host_machine, host_x86_features
 from effc.targets.ort import host_isa
 from effc.targets.record import ISA, Memory, Target

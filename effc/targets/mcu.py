@@ -85,17 +85,19 @@ MCU_TARGETS = [
     _record("cortex-m0plus", ISA(vector_bits=0, vector_registers=0, int8_dot=(), int8_activations="int8",
                                  fpu=None, features=(), float_types=("float32",)),
             Memory(2048 * KIB, 264 * KIB),
-            "Cortex-M0+ (no FPU: int8 models; float is emulated), standalone C, static arena; compile-only"),
+            "Cortex-M0+ (no FPU: int8 models only, float models are refused; requantization uses software float), "
+            "standalone C, static arena; compile-only"),
 ]
 
 
-
 def register_mcu_targets() -> None:
-    """Make the Cortex-M records selectable by name. Not done on import: the microcontroller lowering (C emission,
-    the arena walk, the qemu runner) is not built yet, and `effc targets` must not list a target nothing can compile."""
+    """Make the Cortex-M records selectable by name (done on import; calling it again changes nothing)."""
     from effc.targets.registry import registered_targets
 
     known = set(registered_targets())
     for target in MCU_TARGETS:
         if target.name not in known:
             register_target(target)
+
+
+register_mcu_targets()

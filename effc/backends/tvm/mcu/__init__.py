@@ -1,6 +1,7 @@
-"""The microcontroller lowering (work in progress): Relax -> plain C kernels over one static arena.
+"""The microcontroller lowering (lowering.py): Relax -> plain C kernels over one static arena, a C project per board.
 
-arena.py: effc's own memory plan (liveness over the call sequence, greedy-by-size placement), because TVM's
-StaticPlanBlockMemory reuses storages but always at offset 0. The `lowering` module (C emission, the C project,
-effc.json) is not written yet, so `--target cortex-m*` is refused with "no TVM lowering named 'mcu'".
+program.py walks the memory-planned Relax main into kernel calls; arena.py places the intermediates in one arena
+(TVM's StaticPlanBlockMemory puts every storage at offset 0); schedule.py leaves no kernel an intermediate buffer;
+c_kernels.py emits the kernels through TVM's C codegen with plain signatures; emit.py writes model.h, model.c and
+weights.c. board.py (where present) adds the harness, startup code, linker script and Makefile for the board.
 """
