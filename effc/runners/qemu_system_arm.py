@@ -164,8 +164,12 @@ class QemuSystemArmRunner(Runner):
         """Run `repeat` times in one emulator; with `profile`, the build whose kernels read the clock."""
         elf = build_elf(self.folder, profile=profile)
         outputs, fields = run_elf(elf, self.machine, self.meta, inputs, repeat=repeat, timeout_s=self.timeout_s)
-        return MCUMeasurement(outputs, _ints(fields["ticks"]), _ints(fields.get("kernel_ticks")), int(fields["stack"]),
-                              int(fields["stack_size"]), self.clock.instructions_per_tick if self.clock else None)
+        stack, stack_size = int(fields["stack"]), int(fields["stack_size"])
+        if stack >= stack_size:  # no painted word left: it ran past the stack (below RAM here: no fault on qemu)
+            raise MCURunFailed(f"the model overflowed its {stack_size:,}-byte stack on qemu {self.machine}; "
+                               f"rebuild with a larger one (make STACK_SIZE=... in {self.folder})")
+        return MCUMeasurement(outputs, _ints(fields["ticks"]), _ints(fields.get("kernel_ticks")), stack, stack_size,
+                              self.clock.instructions_per_tick if self.clock else None)
 
     def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         return self.measure(inputs).outputs

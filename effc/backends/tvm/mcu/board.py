@@ -26,11 +26,16 @@ C_TYPES = {"float": "float32", "int8_t": "int8", "uint8_t": "uint8", "int32_t": 
 
 @dataclass(frozen=True)
 class BoardClock:
-    """The CMSDK APB timer0 of a qemu board: its address and clock. Under -icount shift=0 an instruction is 1 ns,
-    so one tick is 1e9 / hz instructions."""
+    """The counter the harness reads on a qemu board (board_files/clock.h): the CMSDK APB timer0 at `timer_base`,
+    or the SysTick when None; both count at `hz`. Under -icount shift=0 an instruction is 1 ns, so one tick is
+    1e9 / hz instructions."""
 
-    timer_base: int
+    timer_base: int | None
     hz: int
+
+    @property
+    def cflags(self) -> str:
+        return f"-DEFFC_TIMER_BASE=0x{self.timer_base:08X}u" if self.timer_base is not None else "-DEFFC_SYSTICK"
 
     @property
     def instructions_per_tick(self) -> float:
@@ -40,7 +45,7 @@ class BoardClock:
 BOARD_CLOCKS = {
     "mps2-an386": BoardClock(0x40000000, 25_000_000),
     "mps2-an500": BoardClock(0x40000000, 25_000_000),
-    "mps3-an547": BoardClock(0x58000000, 32_000_000),  # the secure alias: the core boots secure
+    "mps3-an547": BoardClock(None, 32_000_000),  # its CMSDK timers read as zero from the core as it boots
 }
 
 
@@ -72,7 +77,7 @@ def write_project(out_dir: Path, target: Target, *, stack_bytes: int = DEFAULT_S
               "FLASH_ORIGIN": f"0x{board.flash_origin:08X}", "FLASH_LENGTH": str(flash),
               "RAM_ORIGIN": f"0x{board.ram_origin:08X}", "RAM_LENGTH": str(ram),
               "GCC_FLAGS": " ".join(board.gcc_flags),
-              "CLOCK_FLAGS": f"-DEFFC_TIMER_BASE=0x{clock.timer_base:08X}u" if clock else ""}
+              "CLOCK_FLAGS": clock.cflags if clock else ""}
     for template, name in (("link.ld.in", "link.ld"), ("Makefile.in", "Makefile")):
         (out_dir / name).write_text(_fill((files / template).read_text(), fields))
 

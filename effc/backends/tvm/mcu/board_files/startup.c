@@ -23,7 +23,7 @@ void Reset_Handler(void) {
 static void fault(const char *name) {
     semihost_print("EFFC_FAULT ");
     semihost_print(name);
-    semihost_print(" (a stack overflow faults too: the stack lies below .data, at the start of RAM)\n");
+    semihost_print("\n");
     semihost_exit(EFFC_EXIT_FAULT);
 }
 
