@@ -79,7 +79,7 @@ def build_elf(folder: Path, *, profile: bool = False) -> Path:
     with tempfile.TemporaryDirectory(prefix=".build-", dir=cached.parent.parent) as tmp:
         for name in names:
             shutil.copy(folder / name, tmp)
-        done = subprocess.run(["make", "-s", "profile" if profile else "all"], cwd=tmp, capture_output=True, text=True)
+        done = subprocess.run(["make", "-s", "profile" if profile else "all"], check=False, cwd=tmp, capture_output=True, text=True)
         if done.returncode != 0:
             _build_failed(folder, done.stdout + done.stderr)
         cached.parent.mkdir(exist_ok=True)
@@ -113,7 +113,7 @@ def run_elf(elf: Path, machine: str, meta: dict, inputs: list[np.ndarray], *, re
         np.array([repeat], dtype="<u4").tofile(Path(tmp) / "repeat.bin")
         command = qemu_command(machine, elf)
         try:
-            done = subprocess.run(command, cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            done = subprocess.run(command, check=False, cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                   timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise MCURunFailed(f"the model did not finish within {timeout_s:g} s on qemu {machine} "
