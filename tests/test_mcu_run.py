@@ -3,10 +3,12 @@ harness moves inputs and outputs through semihosting, `effc run` / `effc.load_ar
 hangs, stack overflows, oversized models, compile-only targets and missing tools get the error contract.
 
 The model is the hand-written fixture of tests/mcu_fixture.py (no TVM): each build + run takes well under a second.
+The last test compiles the zoo's digits model (float on cortex-m4 and m7, int8 on m4) and compares with ORT.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -17,9 +19,14 @@ from click.testing import CliRunner
 
 import effc
 from effc.backends.tvm.mcu.board import effc_run_params, harness_io_source
+from effc.calib import CalibrationData
 from effc.cli import cli
 from effc.errors import EffcError
+from effc.onnx_runtime import ort_session, run_session
+from effc.pipeline.context import Context
 from effc.runners.qemu_system_arm import MCURunFailed, QemuSystemArmRunner, build_elf
+from effc.targets.mcu import MCU_BOARDS
+from effc.zoo import get
 from tests.mcu_fixture import IN, KERNELS_C, MODEL_H, reference, write_fixture
 
 pytestmark = pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
@@ -183,3 +190,51 @@ def test_harness_io_follows_model_h():
         effc_run_params("int effc_run(const double *input0, float *output0);")
     with pytest.raises(ValueError, match="EFFC_NUM_OUTPUTS"):
         harness_io_source(MODEL_H.replace("#define EFFC_NUM_OUTPUTS 2", "#define EFFC_NUM_OUTPUTS 3"))
+
+
+# The zoo's digits model through the microcontroller lowering, under qemu, against ONNX Runtime.
+HAS_LOWERING = importlib.util.find_spec("effc.backends.tvm.mcu.lowering") is not None
+DIGITS_CASES = [("float", "cortex-m4"), ("float", "cortex-m7"), ("int8", "cortex-m4")]
+
+
+@pytest.fixture(scope="module")
+def digits_artifacts(tmp_path_factory):
+    """(variant, target) -> (artifact, the model its passes produced), compiled on first use, once per module."""
+    folder, made = tmp_path_factory.mktemp("digits-mcu"), {}
+    zoo = get("digits")
+
+    def compiled(variant: str, target: str):
+        if (variant, target) not in made:
+            ctx = Context(calibration=CalibrationData.load(zoo.calib_path)) if variant == "int8" else None
+            artifact = effc.compile(str(zoo.onnx_path), target, pipeline="default,int8" if variant == "int8" else "default",
+                                    ctx=ctx, out=folder / f"digits.{variant}.{target}.effc", input_shapes={"input": [1, 1, 8, 8]})
+            made[variant, target] = artifact, artifact.passes.model
+        return made[variant, target]
+
+    return compiled
+
+
+def _tolerance(model, scale: float) -> float:
+    """One quantization step when a DequantizeLinear produces the output; else 1e-4 of the output scale (the int8
+    pass leaves the last Gemm float: float arithmetic over the same dequantized inputs)."""
+    producer = next(n for n in model.graph.nodes if n.outputs[0].name == model.graph.outputs[0].name)
+    if producer.op == "DequantizeLinear":
+        return float(np.max(producer.inputs[1].values)) * 1.001
+    return 1e-4 * scale
+
+
+@pytest.mark.tvm
+@pytest.mark.skipif(not HAS_LOWERING, reason="the microcontroller lowering (effc/backends/tvm/mcu/lowering.py) is not here")
+@pytest.mark.parametrize("variant,target", DIGITS_CASES)
+def test_digits_under_qemu_matches_onnx_runtime(digits_artifacts, variant, target):
+    compiled, reference = digits_artifacts(variant, target)
+    artifact = effc.load_artifact(compiled.folder)  # as a user loads it: the qemu runner from effc.json
+    assert artifact.runner.where.startswith(f"qemu-system-arm {MCU_BOARDS[target].qemu_machine}")
+    session = ort_session(reference)
+    test = np.load(get("digits").eval_path)
+    for x in test["input"][:6]:
+        got = artifact(input=x[None])["logits"]
+        want = run_session(session, {"input": x[None]})["logits"]
+        scale = float(np.abs(want).max())
+        assert np.abs(got - want).max() <= (1e-4 * scale if variant == "float" else _tolerance(reference, scale))
+        assert got.argmax() == want.argmax()
