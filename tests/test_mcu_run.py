@@ -3,7 +3,7 @@ harness moves inputs and outputs through semihosting, `effc run` / `effc.load_ar
 hangs, stack overflows, oversized models, compile-only targets and missing tools get the error contract.
 
 The model is the hand-written fixture of tests/mcu_fixture.py (no TVM): each build + run takes well under a second.
-The last test compiles the zoo's digits model (float on cortex-m4 and m7, int8 on m4) and compares with ORT.
+The last test compiles digits (float on cortex-m4 and m7, int8 on m4) and ds_cnn (float m4, int8 m7) and\ncompares with ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -192,24 +192,28 @@ def test_harness_io_follows_model_h():
         harness_io_source(MODEL_H.replace("#define EFFC_NUM_OUTPUTS 2", "#define EFFC_NUM_OUTPUTS 3"))
 
 
-# The zoo's digits model through the microcontroller lowering, under qemu, against ONNX Runtime.
+# Zoo models through the microcontroller lowering, under qemu, against ONNX Runtime on the passes' model.
 HAS_LOWERING = importlib.util.find_spec("effc.backends.tvm.mcu.lowering") is not None
-DIGITS_CASES = [("float", "cortex-m4"), ("float", "cortex-m7"), ("int8", "cortex-m4")]
+ZOO_SHAPES = {"digits": [1, 1, 8, 8], "ds_cnn": [1, 1, 49, 10]}
+ZOO_CASES = [("digits", "float", "cortex-m4"), ("digits", "float", "cortex-m7"), ("digits", "int8", "cortex-m4"),
+             pytest.param("ds_cnn", "float", "cortex-m4", marks=pytest.mark.zoo),
+             pytest.param("ds_cnn", "int8", "cortex-m7", marks=pytest.mark.zoo)]
 
 
 @pytest.fixture(scope="module")
-def digits_artifacts(tmp_path_factory):
-    """(variant, target) -> (artifact, the model its passes produced), compiled on first use, once per module."""
-    folder, made = tmp_path_factory.mktemp("digits-mcu"), {}
-    zoo = get("digits")
+def zoo_artifacts(tmp_path_factory):
+    """(model, variant, target) -> (artifact, the model its passes produced), compiled on first use."""
+    folder, made = tmp_path_factory.mktemp("zoo-mcu"), {}
 
-    def compiled(variant: str, target: str):
-        if (variant, target) not in made:
+    def compiled(name: str, variant: str, target: str):
+        if (name, variant, target) not in made:
+            zoo = get(name)
             ctx = Context(calibration=CalibrationData.load(zoo.calib_path)) if variant == "int8" else None
             artifact = effc.compile(str(zoo.onnx_path), target, pipeline="default,int8" if variant == "int8" else "default",
-                                    ctx=ctx, out=folder / f"digits.{variant}.{target}.effc", input_shapes={"input": [1, 1, 8, 8]})
-            made[variant, target] = artifact, artifact.passes.model
-        return made[variant, target]
+                                    ctx=ctx, out=folder / f"{name}.{variant}.{target}.effc",
+                                    input_shapes={"input": ZOO_SHAPES[name]})
+            made[name, variant, target] = artifact, artifact.passes.model
+        return made[name, variant, target]
 
     return compiled
 
@@ -225,14 +229,13 @@ def _tolerance(model, scale: float) -> float:
 
 @pytest.mark.tvm
 @pytest.mark.skipif(not HAS_LOWERING, reason="the microcontroller lowering (effc/backends/tvm/mcu/lowering.py) is not here")
-@pytest.mark.parametrize("variant,target", DIGITS_CASES)
-def test_digits_under_qemu_matches_onnx_runtime(digits_artifacts, variant, target):
-    compiled, reference = digits_artifacts(variant, target)
+@pytest.mark.parametrize("name,variant,target", ZOO_CASES)
+def test_zoo_model_under_qemu_matches_onnx_runtime(zoo_artifacts, name, variant, target):
+    compiled, reference = zoo_artifacts(name, variant, target)
     artifact = effc.load_artifact(compiled.folder)  # as a user loads it: the qemu runner from effc.json
     assert artifact.runner.where.startswith(f"qemu-system-arm {MCU_BOARDS[target].qemu_machine}")
     session = ort_session(reference)
-    test = np.load(get("digits").eval_path)
-    for x in test["input"][:6]:
+    for x in np.load(get(name).eval_path)["input"][:6]:
         got = artifact(input=x[None])["logits"]
         want = run_session(session, {"input": x[None]})["logits"]
         scale = float(np.abs(want).max())
