@@ -46,15 +46,19 @@ def command(artifact_path, repeat, warmup, top, html_path, compare_ort, inputs_p
         from effc.profile.html import render_html
 
         write_bytes_atomic(html_path, render_html(profile).encode())
+    _print_profile(profile, profile_table, profile_summary, top, as_json)
+    if html_path and not as_json:
+        stdout.print(f"wrote {html_path}")
+
+
+def _print_profile(profile, table, summary, top: int, as_json: bool) -> None:
     if as_json:
         print_json(profile.to_json())
         return
     if profile.kernels:
-        stdout.print(profile_table(profile, top))
-    for line in profile_summary(profile):
+        stdout.print(table(profile, top))
+    for line in summary(profile):
         stdout.print(line)
-    if html_path:
-        stdout.print(f"wrote {html_path}")
 
 
 def _is_mcu_artifact(artifact_path) -> bool:
@@ -75,13 +79,7 @@ def _profile_mcu(artifact_path, repeat, top, html_path, compare_ort, inputs_path
     if html_path or rpc:
         raise EffcError(f"{'--html' if html_path else '--rpc'} is not available for microcontroller artifacts")
     profile = profile_mcu(artifact_path, repeat=repeat, inputs=inputs_path, compare_ort=compare_ort)
-    if as_json:
-        print_json(profile.to_json())
-        return
-    if profile.kernels:
-        stdout.print(mcu_table(profile, top))
-    for line in mcu_summary(profile):
-        stdout.print(line)
+    _print_profile(profile, mcu_table, mcu_summary, top, as_json)
 
 
 def _check_compare_ort(artifact_path, model_path) -> None:

@@ -52,7 +52,8 @@ def _build_digits(target: zoo.ZooModel) -> None:
 def _build_ds_cnn(target: zoo.ZooModel) -> None:
     import torch
 
-    from effc.zoo.ds_cnn import CALIB_SIZE, EVAL_SIZE, accuracy, keyword_samples, train
+    from effc.zoo.digits_cnn import accuracy
+    from effc.zoo.ds_cnn import CALIB_SIZE, EVAL_SIZE, keyword_samples, train
 
     model = train(seed=SEED)
     calib, _ = keyword_samples(CALIB_SIZE, CALIB_SEED)

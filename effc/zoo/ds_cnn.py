@@ -101,8 +101,3 @@ def _train(seed: int, epochs: int, batch_size: int) -> DSCNN:
             optimizer.step()
             schedule.step()
     return model.eval()
-
-
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    with torch.no_grad():
-        return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
