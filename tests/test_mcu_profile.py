@@ -3,14 +3,19 @@ exactly, per-kernel counts that add up, and a kernel of known length counted rig
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
 import pytest
 from click.testing import CliRunner
 
+import effc
+from effc.calib import CalibrationData
 from effc.cli import cli
+from effc.pipeline.context import Context
 from effc.profile.mcu import profile_mcu
+from effc.zoo import get
 from tests.mcu_fixture import KERNELS_C, write_fixture
 
 pytestmark = pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
@@ -72,3 +77,20 @@ def test_profile_table_and_refusals(counted, tmp_path):
     m0 = write_fixture(tmp_path / "m0.effc", "cortex-m0plus")
     result = invoke("profile", m0)
     assert result.exit_code == 2 and "compile-only" in result.output
+
+
+@pytest.mark.tvm
+@pytest.mark.skipif(importlib.util.find_spec("effc.backends.tvm.mcu.lowering") is None,
+                    reason="the microcontroller lowering (effc/backends/tvm/mcu/lowering.py) is not here")
+def test_profile_of_int8_digits_on_cortex_m4(tmp_path):
+    zoo = get("digits")
+    artifact = effc.compile(str(zoo.onnx_path), "cortex-m4", pipeline="default,int8", out=tmp_path / "d.effc",
+                            ctx=Context(calibration=CalibrationData.load(zoo.calib_path)), input_shapes={"input": [1, 1, 8, 8]})
+    mcu = artifact.meta["mcu"]
+    profile = profile_mcu(artifact.folder, repeat=2, inputs=zoo.eval_path)
+    assert profile.deterministic and [k.name for k in profile.kernels] == [k["name"] for k in mcu["kernels"]]
+    assert sum(k.instructions for k in profile.kernels) <= profile.instructions_profiled
+    assert any(k.arithmetic == "integer" for k in profile.kernels)
+    assert profile.total_macs == sum(k["macs"] for k in mcu["kernels"]) > 0
+    assert profile.flash["rodata"] >= mcu["weight_bytes"] and profile.ram["bss"] >= mcu["arena_bytes"]
+    assert 0 < profile.ram["stack_used"] < profile.ram["stack_reserved"]
