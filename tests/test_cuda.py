@@ -19,7 +19,7 @@ from effc.zoo import get
 from tests.conftest import zoo_params
 
 SHAPES = {"digits": {"input": [1, 1, 8, 8]}, "resnet18": {"input": [1, 3, 224, 224]},
-          "mobilenetv2": {"input": [1, 3, 224, 224]}, "encoder": {"input_ids": [1, 16]}}
+          "mobilenetv2": {"input": [1, 3, 224, 224]}, "encoder": {"input_ids": [1, 16]}, "ds_cnn": {"input": [1, 1, 49, 10]}}
 NVCC = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA 13) is not installed")
 GPU = pytest.mark.skipif(shutil.which("nvidia-smi") is None or subprocess.run(["nvidia-smi"], capture_output=True).returncode,
                          reason="no NVIDIA GPU here")

@@ -17,7 +17,7 @@ from tests.conftest import zoo_params
 LOSSLESS = ["fold-constants", "remove-identity", "dedup-initializers", "cse", "fold-bn", "fold-pad", "fold-scale", "fuse", "dce",
             "strip-names"]
 # node counts onnxslim 0.1.x reaches on these models (benchmarks/bench_simplify.py measures them afresh)
-ONNXSLIM_NODES = {"digits": 12, "resnet18": 49, "mobilenetv2": 100, "encoder": 121}
+ONNXSLIM_NODES = {"digits": 12, "resnet18": 49, "mobilenetv2": 100, "encoder": 121, "ds_cnn": 21}
 
 
 def _check_close(before: dict, after: dict) -> None:

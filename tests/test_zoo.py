@@ -37,7 +37,7 @@ def test_model_is_valid_onnx_opset17_with_unique_node_names(name):
     assert {o.domain: o.version for o in proto.opset_import}[""] == 17
     names = [node.name for node in proto.graph.node]
     assert all(names) and len(set(names)) == len(names)
-    assert model.has_labels == (name == "digits")
+    assert model.has_labels == (name in ("digits", "ds_cnn"))
 
 
 @pytest.mark.parametrize("name", zoo_params())

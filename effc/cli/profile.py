@@ -32,6 +32,9 @@ def command(artifact_path, repeat, warmup, top, html_path, compare_ort, inputs_p
         raise EffcError(f"--compare-ort {compare_ort}: no such file")
     if compare_ort:
         _check_compare_ort(artifact_path, compare_ort)
+    if _is_mcu_artifact(artifact_path):
+        _profile_mcu(artifact_path, repeat, top, html_path, compare_ort, inputs_path, rpc, as_json)
+        return
     if html_path:
         from effc.fileio import check_writable
 
@@ -43,15 +46,40 @@ def command(artifact_path, repeat, warmup, top, html_path, compare_ort, inputs_p
         from effc.profile.html import render_html
 
         write_bytes_atomic(html_path, render_html(profile).encode())
+    _print_profile(profile, profile_table, profile_summary, top, as_json)
+    if html_path and not as_json:
+        stdout.print(f"wrote {html_path}")
+
+
+def _print_profile(profile, table, summary, top: int, as_json: bool) -> None:
     if as_json:
         print_json(profile.to_json())
         return
     if profile.kernels:
-        stdout.print(profile_table(profile, top))
-    for line in profile_summary(profile):
+        stdout.print(table(profile, top))
+    for line in summary(profile):
         stdout.print(line)
-    if html_path:
-        stdout.print(f"wrote {html_path}")
+
+
+def _is_mcu_artifact(artifact_path) -> bool:
+    from effc.artifact import read_meta
+    from effc.profile.mcu import is_mcu
+
+    try:
+        return is_mcu(read_meta(artifact_path, check_files=False))
+    except EffcError:  # not an artifact: profile_artifact says so
+        return False
+
+
+def _profile_mcu(artifact_path, repeat, top, html_path, compare_ort, inputs_path, rpc, as_json) -> None:
+    """A microcontroller artifact: flash, RAM and emulated instruction counts (effc/profile/mcu.py)."""
+    from effc.cli.profile_mcu import mcu_summary, mcu_table
+    from effc.profile.mcu import profile_mcu
+
+    if html_path or rpc:
+        raise EffcError(f"{'--html' if html_path else '--rpc'} is not available for microcontroller artifacts")
+    profile = profile_mcu(artifact_path, repeat=repeat, inputs=inputs_path, compare_ort=compare_ort)
+    _print_profile(profile, mcu_table, mcu_summary, top, as_json)
 
 
 def _check_compare_ort(artifact_path, model_path) -> None:

@@ -17,7 +17,7 @@ __all__ = ["Runner", "Timings", "load_runner"]
 def load_runner(folder: str | Path, meta: dict, *, rpc: str | None = None) -> Runner:
     """A runner for the artifact folder whose effc.json is `meta`: ONNX Runtime for ORT artifacts; for TVM ones the
     board at `rpc` (HOST:PORT), else this process when the target's architecture is this machine's, else the
-    target's emulator. EffcError when none of them can run it here."""
+    target's emulator (qemu-system-arm for microcontrollers). EffcError when none of them can run it here."""
     from effc.targets import Target, host_machine
 
     folder = Path(folder)
@@ -28,6 +28,12 @@ def load_runner(folder: str | Path, meta: dict, *, rpc: str | None = None) -> Ru
 
         return ORTRunner(folder / meta["library"], [spec["name"] for spec in meta["inputs"]])
     target = Target.from_json(meta["target"])
+    if target.lowering == "mcu":
+        if rpc:
+            raise EffcError("--rpc runs TVM VM artifacts; a microcontroller artifact runs under qemu-system-arm")
+        from effc.runners.qemu_system_arm import QemuSystemArmRunner
+
+        return QemuSystemArmRunner(folder, meta)
     if rpc:
         from effc.runners.rpc import RPCRunner
 

@@ -7,7 +7,7 @@ import os
 import pathlib
 from dataclasses import dataclass
 
-ZOO_NAMES = ("digits", "resnet18", "mobilenetv2", "encoder")
+ZOO_NAMES = ("digits", "resnet18", "mobilenetv2", "encoder", "ds_cnn")
 ZOO_VERSION = "1"  # bump when a builder changes, so stale caches are not reused
 SHIPPED_DIR = pathlib.Path(__file__).resolve().parent / "digits"
 
@@ -40,7 +40,7 @@ def model_files(name: str, folder: pathlib.Path) -> ZooModel:
     folder = pathlib.Path(folder)
     eval_suffix = "test" if name == "digits" else "eval"
     return ZooModel(name, folder / f"{name}.onnx", folder / f"{name}_calib.npz",
-                    folder / f"{name}_{eval_suffix}.npz", has_labels=name == "digits")
+                    folder / f"{name}_{eval_suffix}.npz", has_labels=name in ("digits", "ds_cnn"))
 
 
 def get(name: str) -> ZooModel:

@@ -29,7 +29,7 @@ def build_model(name: str, target: zoo.ZooModel) -> None:
     """Write `name`'s ONNX file and sample data to target's paths, each atomically."""
     target.onnx_path.parent.mkdir(parents=True, exist_ok=True)
     {"digits": _build_digits, "resnet18": _build_resnet18,
-     "mobilenetv2": _build_mobilenetv2, "encoder": _build_encoder}[name](target)
+     "mobilenetv2": _build_mobilenetv2, "encoder": _build_encoder, "ds_cnn": _build_ds_cnn}[name](target)
 
 
 def _build_digits(target: zoo.ZooModel) -> None:
@@ -46,6 +46,24 @@ def _build_digits(target: zoo.ZooModel) -> None:
     _save_npz(target.calib_path, input=split.calib_x)
     _save_npz(target.eval_path, input=split.test_x, labels=split.test_y)
     _export(model, torch.from_numpy(split.test_x[:2]), target.onnx_path, "input", "logits",
+            {"input": {0: "N"}, "logits": {0: "N"}})
+
+
+def _build_ds_cnn(target: zoo.ZooModel) -> None:
+    import torch
+
+    from effc.zoo.digits_cnn import accuracy
+    from effc.zoo.ds_cnn import CALIB_SIZE, EVAL_SIZE, keyword_samples, train
+
+    model = train(seed=SEED)
+    calib, _ = keyword_samples(CALIB_SIZE, CALIB_SEED)
+    evaluation, labels = keyword_samples(EVAL_SIZE, EVAL_SEED)
+    eval_accuracy = accuracy(model, evaluation, labels)
+    if eval_accuracy < 0.9:
+        raise RuntimeError(f"ds_cnn: held-out accuracy {eval_accuracy:.4f} < 0.9 on the synthetic keyword task")
+    _save_npz(target.calib_path, input=calib)
+    _save_npz(target.eval_path, input=evaluation, labels=labels)
+    _export(model, torch.from_numpy(calib[:2]), target.onnx_path, "input", "logits",
             {"input": {0: "N"}, "logits": {0: "N"}})
 
 
