@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -137,3 +138,27 @@ def test_latency_is_measured_on_the_target_for_points_within_the_budget(tmp_path
     assert all(p.estimated for p in front.trials if not p.feasible)
     assert {p.config.get("cluster.k") for p in front.trials} == {0}  # the recipe restricted the space
     assert front.original.latency_ms > 0
+
+
+@pytest.mark.tvm
+def test_a_microcontroller_search_measures_flash_ram_and_emulated_instructions(tmp_path):
+    if not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")):
+        pytest.skip("needs arm-none-eabi-gcc and qemu-system-arm")
+    recipe = tmp_path / "space.toml"
+    recipe.write_text("[search.prune]\nratio = [0.0]\n[search.cluster]\nk = [0]\n[search.int8]\nenabled = [true, false]\n")
+    front = effc.search(DIGITS.onnx_path, calib=DIGITS.calib_path, eval=DIGITS.eval_path, out=tmp_path / "front",
+                        budget="accuracy_drop<=0.02", objectives=("flash", "ram", "latency"), target="cortex-m4",
+                        input_shapes={"input": [1, 1, 8, 8]}, trials=3, recipe=recipe)
+    base = front.original
+    assert base.flash_bytes > 190_000 and 12_288 <= base.ram_bytes and base.latency_ms > 0  # float weights in flash
+    int8 = [p for p in front.trials if p.config.get("int8.enabled") and p.feasible]
+    assert int8, [p.config for p in front.trials]
+    # int8 weights stay int8 in flash, activations in a smaller arena, integer kernels run fewer instructions
+    assert all(p.flash_bytes < base.flash_bytes / 3 and p.ram_bytes < base.ram_bytes and p.latency_ms < base.latency_ms
+               and not p.estimated for p in int8)
+    assert front.points and all(effc.load_artifact(p.artifact).meta["target"]["name"] == "cortex-m4" for p in front.points)
+
+
+def test_flash_and_ram_objectives_need_a_microcontroller_target(tmp_path):
+    result = CliRunner().invoke(cli, [*_search_args(tmp_path / "out", "--trials", "2"), "--objective", "flash"])
+    assert result.exit_code == 2 and "microcontroller" in result.stderr, result.output

@@ -75,12 +75,13 @@ class Front:
                   label=f"front within {self.budget}")
         axes.scatter([value(self.original, x_name)], [value(self.original, y_name)], marker="*", s=160, c="#d62728",
                      label="original", zorder=3)
-        units = {"latency": "latency (ms)", "size": "size (bytes)", "macs": "MACs", "quality": f"{self.metric}"}
+        units = {"latency": "latency (ms)", "size": "size (bytes)", "macs": "MACs", "flash": "flash (bytes)",
+                 "ram": "static RAM (bytes)", "quality": f"{self.metric}"}
         axes.set_xlabel(units.get(x_name, x_name))
         axes.set_ylabel(units.get(y_name, y_name))
-        if x_name in ("size", "macs", "latency"):
+        if x_name in ("size", "macs", "latency", "flash", "ram"):
             axes.set_xscale("log")
-        if y_name in ("size", "macs", "latency"):
+        if y_name in ("size", "macs", "latency", "flash", "ram"):
             axes.set_yscale("log")  # latency outliers of a loaded machine would flatten the rest
         axes.set_title(f"{Path(self.model).name} on {self.target}")
         axes.legend()

@@ -1,7 +1,8 @@
 """One point of the search measured the way a user would: the passes of its spec, quality on the evaluation data
 (on ONNX Runtime), size and MACs of the model, and, for points within the budget, an artifact compiled with
-`effc.compile` for the target and timed there. Points outside the budget get a MAC-scaled latency estimate
-instead of a compile (cheap proxies first)."""
+`effc.compile` for the target and timed there (on a microcontroller: emulated instructions, 1 ns each, and the flash
+and static RAM of the built image). Points outside the budget get MAC- and size-scaled estimates instead of a
+compile (cheap proxies first)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from effc.ir import load_model
 from effc.ir.metrics import model_stats
 from effc.pipeline import Context, PassManager
 
-OBJECTIVES = ("latency", "size", "macs")
+OBJECTIVES = ("latency", "size", "macs", "flash", "ram")
+MCU_OBJECTIVES = ("flash", "ram")  # bytes of the image built for a microcontroller target
 LATENCY_REPEATS = 20
+MCU_REPEATS = 2
 
 
 @dataclass
@@ -34,6 +37,8 @@ class Point:
     size_bytes: int
     macs: int
     latency_ms: float | None = None
+    flash_bytes: int | None = None
+    ram_bytes: int | None = None
     estimated: bool = False
     feasible: bool = False
     trial: int | None = None
@@ -42,7 +47,8 @@ class Point:
     extra: dict = field(default_factory=dict)
 
     def objective(self, name: str) -> float:
-        return {"latency": self.latency_ms, "size": self.size_bytes, "macs": self.macs}[name]
+        return {"latency": self.latency_ms, "size": self.size_bytes, "macs": self.macs, "flash": self.flash_bytes,
+                "ram": self.ram_bytes}[name]
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -55,6 +61,12 @@ class Evaluator:
                  eval_data, budget: Budget, objectives: tuple[str, ...], work_dir: Path, seed: int = 0):
         from effc.autosearch.quality import EvalData
 
+        from effc.errors import EffcError
+
+        mcu_only = [o for o in objectives if o in MCU_OBJECTIVES]
+        if mcu_only and target.lowering != "mcu":
+            raise EffcError(f"--objective {mcu_only[0]} measures a microcontroller image: give --target cortex-m4 (or "
+                            f"another Cortex-M target), not {target.name}")
         self.model_path, self.input_shapes, self.target = model_path, input_shapes, target
         self.calibration, self.budget, self.objectives, self.seed = calibration, budget, objectives, seed
         self.work_dir = work_dir
@@ -70,19 +82,32 @@ class Evaluator:
         quality = self.metric(self.original)
         stats = model_stats(self.original)
         point = Point("default", {}, quality, 0.0, stats.file_bytes, stats.macs, feasible=True)
-        if "latency" in self.objectives:
+        if self._needs_artifact():
             point.artifact = str(self.work_dir / "original.effc")
-            point.latency_ms = self._latency("default", Path(point.artifact))
+            self._measure_artifact(point, Path(point.artifact))
         return point
 
-    def _latency(self, spec: str, out: Path) -> float:
+    def _needs_artifact(self) -> bool:
+        return any(o in ("latency", *MCU_OBJECTIVES) for o in self.objectives)
+
+    def _measure_artifact(self, point: Point, out: Path) -> None:
+        """Compile `point.spec` for the target into `out`; time it there (latency), and for a microcontroller read
+        the built image's flash (.text, .rodata, .data) and static RAM (.data, .bss: the arena and the I/O buffers)."""
         import effc
 
-        artifact = effc.compile(self.model_path, self.target, pipeline=spec, ctx=self.context(),
+        artifact = effc.compile(self.model_path, self.target, pipeline=point.spec, ctx=self.context(),
                                 input_shapes=self.input_shapes, out=out)
-        feeds = next(self.eval.inputs.batches(artifact_specs(artifact)))
-        timings = artifact.runner.profile(artifact.ordered_inputs(feeds), repeat=LATENCY_REPEATS, warmup=3, kernels=False)
-        return statistics.median(timings.latency_s) * 1e3
+        if "latency" in self.objectives:
+            feeds = next(self.eval.inputs.batches(artifact_specs(artifact)))
+            repeat = MCU_REPEATS if self.target.lowering == "mcu" else LATENCY_REPEATS  # emulated counts repeat exactly
+            timings = artifact.runner.profile(artifact.ordered_inputs(feeds), repeat=repeat, warmup=3, kernels=False)
+            point.latency_ms = statistics.median(timings.latency_s) * 1e3
+        if any(o in MCU_OBJECTIVES for o in self.objectives):
+            from effc.profile.mcu import elf_sections, memory_of
+            from effc.runners.qemu_system_arm import build_elf
+
+            flash, ram = memory_of(elf_sections(build_elf(out)), 0)
+            point.flash_bytes, point.ram_bytes = flash["total"], ram["data"] + ram["bss"]
 
     def evaluate(self, spec: str, config: dict, trial: int) -> Point:
         model = load_model(self.model_path, self.input_shapes)  # as `effc compile` loads it: same names, same bytes
@@ -95,13 +120,17 @@ class Evaluator:
         folder = self.work_dir / f"trial-{trial:04d}"
         folder.mkdir(parents=True, exist_ok=True)
         point.onnx = str(model.save(folder / "model.onnx"))
-        if "latency" in self.objectives:
+        if self._needs_artifact():
             if point.feasible:
                 point.artifact = str(folder / f"model.{self.target.name}.effc")
-                point.latency_ms = self._latency(spec, Path(point.artifact))
-            else:  # not worth a compile: scale the original's latency by the MACs left
+                self._measure_artifact(point, Path(point.artifact))
+            else:  # not worth a compile: scale the original's figures by the MACs (latency) and bytes (flash) left
                 base = self.baseline
-                point.latency_ms = base.latency_ms * max(stats.macs, 1) / max(base.macs, 1)
+                if base.latency_ms is not None:
+                    point.latency_ms = base.latency_ms * max(stats.macs, 1) / max(base.macs, 1)
+                if base.flash_bytes is not None:
+                    point.flash_bytes = round(base.flash_bytes * stats.file_bytes / max(base.size_bytes, 1))
+                    point.ram_bytes = base.ram_bytes
                 point.estimated = True
         return point
 

@@ -29,7 +29,8 @@ from effc.errors import CheckFailed
 @click.option("--metric", default="top1", show_default=True, help="top1 (needs labels), agreement (with MODEL), or module:function.")
 @click.option("--budget", default="accuracy_drop<=0.01", show_default=True, help="accuracy_drop<=X or accuracy>=X.")
 @click.option("--objective", "objectives", multiple=True, metavar="NAME",
-              help="latency (on the target), size or macs; repeatable (default: size).")
+              help="latency (on the target; emulated instructions on a microcontroller), size, macs, or flash and "
+                   "ram (a microcontroller's built image); repeatable (default: size).")
 @click.option("--target", "target_name", default="ort", show_default=True, help="A target from `effc targets`.")
 @click.option("--cpu", "--arch", "cpu", default=None, help="CPU model or GPU architecture (see effc compile --help).")
 @click.option("--trials", type=click.IntRange(1), default=None, help="Completed trials the study should have (all workers together).")
@@ -80,8 +81,11 @@ def command(model_path, calib_path, eval_path, metric, budget, objectives, targe
 
 def _value(point, name: str) -> str:
     value = point.objective(name)
+    if value is None:
+        return f"{name} -"
     return {"latency": f"latency {value:.3f} ms", "size": f"size {human_bytes(value)}",
-            "macs": f"{human_count(value)} MACs"}[name]
+            "macs": f"{human_count(value)} MACs", "flash": f"flash {human_bytes(value)}",
+            "ram": f"RAM {human_bytes(value)}"}[name]
 
 
 def front_table(front) -> Table:
