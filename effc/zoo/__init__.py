@@ -69,6 +69,20 @@ def ensure_built(name: str, force: bool = False) -> ZooModel:
     return model
 
 
+def wheel_file(package: str, *parts: str) -> pathlib.Path:
+    """A file a package of the zoo extra ships (trained models in their wheels), found without importing the package
+    (their imports pull in OpenCV, torch or loggers); FileNotFoundError with the install line if it is absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"this zoo model needs {package}: pip install 'effc[zoo]'")
+    path = pathlib.Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing from the installed {package}")
+    return path
+
+
 def _check_name(name: str) -> None:
     if name not in ZOO_NAMES:
         raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(ZOO_NAMES)}")

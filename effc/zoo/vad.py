@@ -9,6 +9,8 @@ import pathlib
 
 import numpy as np
 
+from effc.zoo import wheel_file
+
 VAD_FILES = {"vad": "silero_vad.onnx", "vad_ifless": "silero_vad_op18_ifless.onnx"}
 CHUNK, SAMPLE_RATE = 512, 16000
 # The --input-shape pins that make the model static (batch 1); `sr` is a rank-0 input.
@@ -19,14 +21,7 @@ def wheel_model_path(name: str) -> pathlib.Path:
     """The ONNX file inside the installed silero_vad package; refuses with the install line if absent."""
     if name not in VAD_FILES:
         raise ValueError(f"unknown VAD model {name!r}; known: {', '.join(VAD_FILES)}")
-    try:
-        import silero_vad
-    except ImportError:
-        raise FileNotFoundError("the VAD zoo models need silero-vad: pip install 'effc[zoo]'") from None
-    path = pathlib.Path(silero_vad.__file__).parent / "data" / VAD_FILES[name]
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing from the installed silero_vad")
-    return path
+    return wheel_file("silero_vad", "data", VAD_FILES[name])
 
 
 def audio_chunks(count: int, seed: int) -> np.ndarray:
