@@ -77,7 +77,7 @@ def wheel_file(package: str, *parts: str) -> pathlib.Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"this zoo model needs {package}: pip install 'effc[zoo]'")
-    path = pathlib.Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+    path = pathlib.Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing from the installed {package}")
     return path
