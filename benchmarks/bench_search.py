@@ -1,8 +1,9 @@
-"""Fronts of `effc search`: digits (size and x86 latency, accuracy within 0.5 point) and ResNet-18 on x86 (latency,
-top-1 agreement with the float model >= 0.9), with the time each search took and each point against ONNX Runtime
-running the float model.
+"""Fronts of `effc search`: digits (size and x86 latency, accuracy within 0.5 point), ResNet-18 on x86 (latency,
+top-1 agreement with the float model >= 0.9) and the DS-CNN keyword model on cortex-m4 under qemu (flash, static RAM,
+emulated instructions; accuracy within 0.5 point), with the time each search took and each x86 point against ONNX
+Runtime running the float model.
 
-    python benchmarks/bench_search.py [--models digits,resnet18] [--trials 24] [--out DIR]
+    python benchmarks/bench_search.py [--models digits,resnet18,ds_cnn] [--trials 24] [--out DIR]
 
 The ratios in the table are measured in this run: the float model on ONNX Runtime is timed right after the search,
 interleaved with the front's best point, on the same inputs.
@@ -26,6 +27,8 @@ SETUPS = {
                    input_shapes={"input": [1, 1, 8, 8]}),
     "resnet18": dict(budget="accuracy>=0.9", metric="agreement", objectives=("latency",),
                      input_shapes={"input": [1, 3, 224, 224]}),
+    "ds_cnn": dict(budget="accuracy_drop<=0.005", metric="top1", objectives=("flash", "ram", "latency"),
+                   input_shapes={"input": [1, 1, 49, 10]}, target="cortex-m4"),
 }
 
 
@@ -44,17 +47,21 @@ def interleaved(artifact, session, feeds, repeat: int = 20, rounds: int = 5) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="digits,resnet18")
+    parser.add_argument("--models", default="digits,resnet18,ds_cnn")
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="effc-bench-search-"))
     for name in args.models.split(","):
-        zoo, setup = get(name), SETUPS[name]
+        zoo, setup = get(name), dict(SETUPS[name])
+        target = setup.pop("target", "x86")
         start = time.monotonic()
-        front = effc.search(zoo.onnx_path, calib=zoo.calib_path, eval=zoo.eval_path, out=out / name, target="x86",
+        front = effc.search(zoo.onnx_path, calib=zoo.calib_path, eval=zoo.eval_path, out=out / name, target=target,
                             trials=args.trials, seed=0, **setup)
         minutes = (time.monotonic() - start) / 60
+        if target != "x86":
+            print_mcu_front(name, front, minutes)
+            continue
         model = effc.load_model(zoo.onnx_path, setup["input_shapes"])
         session = ort_session(model)
         feeds = random_inputs(model.input_specs())
@@ -67,6 +74,19 @@ def main() -> None:
                   f"{theirs / ours:.2f}x | {front.original.size_bytes / point.size_bytes:.1f}x smaller | `{point.spec}` |",
                   flush=True)
         print(f"\nplot: {out / name / 'front.png'}")
+
+
+def print_mcu_front(name: str, front, minutes: float) -> None:
+    """Emulated figures (qemu -icount shift=0: instructions, not cycles) are deterministic: no ORT column."""
+    base = front.original
+    print(f"\n### {name} on {front.target}: {len(front.trials)} trials in {minutes:.1f} min, budget {front.budget} "
+          f"({front.metric})\n")
+    print("| point | quality | flash | static RAM | instructions | flash vs float | instructions vs float | pipeline |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, point in [("original", base), *((f"#{p.trial}", p) for p in front.points)]:
+        print(f"| {label} | {point.quality:.4f} | {human_bytes(point.flash_bytes)} | {human_bytes(point.ram_bytes)} | "
+              f"{point.latency_ms * 1e6:,.0f} | {base.flash_bytes / point.flash_bytes:.1f}x smaller | "
+              f"{base.latency_ms / point.latency_ms:.2f}x fewer | `{point.spec}` |", flush=True)
 
 
 if __name__ == "__main__":
