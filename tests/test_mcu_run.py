@@ -195,7 +195,9 @@ def test_harness_io_follows_model_h():
 # Zoo models through the microcontroller lowering, under qemu, against ONNX Runtime on the passes' model.
 HAS_LOWERING = importlib.util.find_spec("effc.backends.tvm.mcu.lowering") is not None
 ZOO_SHAPES = {"digits": [1, 1, 8, 8], "ds_cnn": [1, 1, 49, 10]}
+PIPELINES = {"float": "default", "int8": "default,int8", "pruned-clustered-int8": "default,prune(ratio=0.3),cluster(k=16),int8"}
 ZOO_CASES = [("digits", "float", "cortex-m4"), ("digits", "float", "cortex-m7"), ("digits", "int8", "cortex-m4"),
+             ("digits", "pruned-clustered-int8", "cortex-m4"), ("digits", "pruned-clustered-int8", "cortex-m7"),
              pytest.param("ds_cnn", "float", "cortex-m4", marks=pytest.mark.zoo),
              pytest.param("ds_cnn", "int8", "cortex-m7", marks=pytest.mark.zoo)]
 
@@ -208,8 +210,8 @@ def zoo_artifacts(tmp_path_factory):
     def compiled(name: str, variant: str, target: str):
         if (name, variant, target) not in made:
             zoo = get(name)
-            ctx = Context(calibration=CalibrationData.load(zoo.calib_path)) if variant == "int8" else None
-            artifact = effc.compile(str(zoo.onnx_path), target, pipeline="default,int8" if variant == "int8" else "default",
+            ctx = Context(calibration=CalibrationData.load(zoo.calib_path)) if variant != "float" else None
+            artifact = effc.compile(str(zoo.onnx_path), target, pipeline=PIPELINES[variant],
                                     ctx=ctx, out=folder / f"{name}.{variant}.{target}.effc",
                                     input_shapes={"input": ZOO_SHAPES[name]})
             made[name, variant, target] = artifact, artifact.passes.model
