@@ -528,6 +528,8 @@ def _schedule_int8_dot_conv(sch, lanes: int, registers: int) -> None:
     _parallel_outer(sch, sch.get_loops(pack)[:3], _product(extents))
     _fold_epilogue(sch, unpack, lanes)
     _parallel_outer(sch, sch.get_loops(unpack)[:3], _product(extents))
+    if len(sch.get_loops(unpack)) == 3:  # a blocked output (integer.blocked): fused to (n, block, row), pixel, lane
+        sch.vectorize(sch.get_loops(unpack)[-1])
 
 
 def _schedule_int8_depthwise(sch, lanes: int, registers: int) -> None:

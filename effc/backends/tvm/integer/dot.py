@@ -190,12 +190,17 @@ def pack_weight(weight: np.ndarray, lanes: int, in_block: int = IN_BLOCK) -> np.
     return np.ascontiguousarray(packed.transpose(0, 2, 4, 5, 1, 3))
 
 
-def conv2d(data, packed, padding, pad_value: int, strides, dilation, out_channels: int, key: str):
-    """NCHW uint8/int8 `data`, padded here with `pad_value` (the zero point), x packed int8 weights -> NCHW int32,
-    its product block named for instruction `key`."""
+def conv2d(data, packed, padding, pad_value: int, strides, dilation, out_channels: int, key: str,
+           channels: int | None = None, blocked_output: bool = False):
+    """uint8/int8 `data`, NCHW or blocked ([N, C/l, H, W, l] holding `channels` real channels, blocked.py), padded
+    here with `pad_value` (the zero point), x packed int8 weights -> int32, NCHW or, with `blocked_output`, the
+    accumulators' own [N, O/lanes, OH, OW, lanes]; its product block named for instruction `key`."""
     from tvm import te, tirx
 
-    n, channels, height, width = (int(d) for d in data.shape)
+    n, height, width = (int(data.shape[i]) for i in (0, 2, 3))
+    blocked_input = len(data.shape) == 5
+    channels = channels if blocked_input else int(data.shape[1])
+    block = int(data.shape[4]) if blocked_input else 1
     out_blocks, blocks, kh, kw, lanes, in_block = (int(d) for d in packed.shape)
     dtype = str(data.dtype)
     top, left, bottom, right = padding
@@ -206,8 +211,10 @@ def conv2d(data, packed, padding, pad_value: int, strides, dilation, out_channel
     def lane(b, c, y, x, i):
         ch = c * in_block + i
         inside = tirx.all(ch < channels, y >= top, y < height + top, x >= left, x < width + left)
-        value = data[b, tirx.min(ch, channels - 1), tirx.max(tirx.min(y - top, height - 1), 0),
-                     tirx.max(tirx.min(x - left, width - 1), 0)]
+        row, column = tirx.max(tirx.min(y - top, height - 1), 0), tirx.max(tirx.min(x - left, width - 1), 0)
+        ch = tirx.min(ch, channels - 1)
+        # from blocks: 4 consecutive lanes of one pixel's vector, a contiguous copy rather than a transpose
+        value = data[b, ch // block, row, column, ch % block] if blocked_input else data[b, ch, row, column]
         return tirx.if_then_else(inside, value, tirx.const(pad_value, dtype))
 
     packed_data = te.compute((n, blocks, height_p, width_p, in_block), lane, name=PACK_DATA_BLOCK)
@@ -218,6 +225,8 @@ def conv2d(data, packed, padding, pad_value: int, strides, dilation, out_channel
             packed_data[b, rc, y * sh + ry * dh, x * sw + rx * dw, ri].astype("int32")
             * packed[ob, rc, ry, rx, oi, ri].astype("int32"), axis=[rc, ry, rx, ri]),
         name=CONV_BLOCK + key)
+    if blocked_output:  # a copy the epilogue (bias, requantization) folds into
+        return te.compute(tuple(acc.shape), lambda *index: acc[index], name=UNPACK_BLOCK)
     return te.compute((n, out_channels, out_h, out_w),
                       lambda b, o, y, x: acc[b, o // lanes, y, x, o % lanes], name=UNPACK_BLOCK)
 
@@ -229,10 +238,10 @@ def conv_kernel(inst: DotInstruction):
     return functools.partial(_conv_kernel, inst)
 
 
-def fits(inst: DotInstruction, xq, weight: np.ndarray, attrs) -> bool:
-    """Whether `inst`'s kernel computes this conv exactly: activations of its signedness, one group, NCHW/OIHW,
-    weights small enough for its intermediate sums."""
-    if str(xq.ty.dtype) != inst.data_dtype or int(attrs.groups) != 1:
+def fits(inst: DotInstruction, xq, weight: np.ndarray, attrs, dtype: str | None = None) -> bool:
+    """Whether `inst`'s kernel computes this conv exactly: activations (of `dtype`, default xq's) of its signedness,
+    one group, NCHW/OIHW, weights small enough for its intermediate sums."""
+    if (dtype or str(xq.ty.dtype)) != inst.data_dtype or int(attrs.groups) != 1:
         return False
     if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
         return False
@@ -251,13 +260,35 @@ def _pixel_pairs_contiguous(inst: DotInstruction, xq, weight: np.ndarray, attrs)
     return int(attrs.strides[1]) == 1 and out_w % inst.pixels == 0
 
 
-def _conv_kernel(inst: DotInstruction, builder, xq, weight: np.ndarray, attrs, zero_point: int):
+def blocked_conv_kernel(inst: DotInstruction):
+    """The integer rewrite's blocked_kernel hook for `inst`: (builder, xq or Blocked xq, int8 weight, conv2d attrs,
+    zero point) -> Blocked int32 [N, O/lanes, OH, OW, lanes], or None where the kernel does not apply (see `fits`;
+    instructions of more than one pixel, whose accumulator tile is not one pixel's vector; blocks of another
+    width)."""
+    return functools.partial(_blocked_conv_kernel, inst)
+
+
+def _blocked_conv_kernel(inst: DotInstruction, builder, xq, weight: np.ndarray, attrs, zero_point: int):
+    from effc.backends.tvm.integer.blocked import Blocked
+
+    if inst.pixels != 1:
+        return None
+    source = xq.expr if isinstance(xq, Blocked) else xq
+    if isinstance(xq, Blocked) and (xq.lanes % inst.in_block or xq.channels != weight.shape[1]):
+        return None
+    call = _conv_kernel(inst, builder, source, weight, attrs, zero_point, channels=weight.shape[1], blocked_output=True,
+                        dtype=str(source.ty.dtype))
+    return None if call is None else Blocked(call, inst.lanes, weight.shape[0])
+
+
+def _conv_kernel(inst: DotInstruction, builder, xq, weight: np.ndarray, attrs, zero_point: int, channels=None,
+                 blocked_output: bool = False, dtype: str | None = None):
     from tvm import relax
 
-    if not fits(inst, xq, weight, attrs):
+    if not fits(inst, xq, weight, attrs, dtype):
         return None
     padding = [int(p) for p in attrs.padding]
     padding = padding * 2 if len(padding) == 2 else padding
     return builder.call_te(conv2d, xq, relax.const(pack_weight(weight, inst.lanes, inst.in_block)), padding, zero_point,
                            [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation], weight.shape[0], inst.key,
-                           primfunc_name_hint="effc_conv2d_int8")
+                           channels, blocked_output, primfunc_name_hint="effc_conv2d_int8")

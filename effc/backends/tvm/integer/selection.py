@@ -37,3 +37,10 @@ def conv_kernels(target: Target):
         return f"{reason} ({xq.ty.dtype} activations, {int(attrs.groups)} groups)"
 
     return kernel, float_reason
+
+
+def blocked_kernels(target: Target):
+    """The `blocked_kernel` hook of `lower_qdq` for `target`: its single-pixel dot instructions best first (their
+    accumulators are one pixel's vector: the blocks), then the blocked depthwise kernel."""
+    instructions = [i for i in dot.instructions_for(target.isa) if i.pixels == 1]
+    return depthwise.first_of(*(dot.blocked_conv_kernel(i) for i in instructions), depthwise.blocked_conv_kernel)
