@@ -543,8 +543,11 @@ def _schedule_int8_blocked_dot_conv(sch, lanes: int, registers: int) -> None:
     _inline_elementwise(sch, keep=[conv, *pads])
     b, ob, y, x, oi, rb, rc, ry, rx, ri = sch.get_loops(conv)
     extents = _extents(sch, [b, ob, y, x, oi, rb, rc, ry, rx, ri])
-    xo, xi = sch.split(x, [None, _largest_divisor(extents[3], min(dot.MAX_ROW_TILE, registers - MIN_SPARE_REGISTERS))])
-    sch.reorder(b, ob, y, xo, rb, ry, rx, rc, xi, oi, ri)
+    # several blocks of output channels per tile: each broadcast input word then feeds as many instructions
+    vectors, columns = _blocked_tile(extents[1], extents[3], registers - MIN_SPARE_REGISTERS)
+    ob, obi = sch.split(ob, [None, vectors])
+    xo, xi = sch.split(x, [None, columns])
+    sch.reorder(b, ob, y, xo, rb, ry, rx, rc, xi, obi, oi, ri)
     # a "global" tile buffer: the intrinsics describe global buffers, and tensorize compares scopes; compacted to
     # the tile, LLVM keeps it in registers all the same
     writer = sch.cache_write(conv, 0, "global")
@@ -553,6 +556,7 @@ def _schedule_int8_blocked_dot_conv(sch, lanes: int, registers: int) -> None:
     _parallel_outer(sch, [b, ob, y], _product(extents) // dot.IN_BLOCK)
     sch.decompose_reduction(conv, rb)
     sch.unroll(xi)
+    sch.unroll(obi)
     sch.tensorize(oi, dot.register_intrinsic(key))
     _unroll_tile_writer(sch, writer, xo)
     for pad in pads:
