@@ -40,7 +40,11 @@ def conv_kernels(target: Target):
 
 
 def blocked_kernels(target: Target):
-    """The `blocked_kernel` hook of `lower_qdq` for `target`: its single-pixel dot instructions best first (their
-    accumulators are one pixel's vector: the blocks), then the blocked depthwise kernel."""
-    instructions = [i for i in dot.instructions_for(target.isa) if i.pixels == 1]
-    return depthwise.first_of(*(dot.blocked_conv_kernel(i) for i in instructions), depthwise.blocked_conv_kernel)
+    """The `blocked_kernel` hook of `lower_qdq` for `target`: its dot instructions best first (their accumulators,
+    one pixel's vector, are the blocks), then the blocked depthwise kernel; None where the best instruction
+    computes several pixels at once (i8mm `smmla`: its tile is not one pixel's vector, it keeps the NCHW kernel)."""
+    instructions = dot.instructions_for(target.isa)
+    if not instructions or instructions[0].pixels != 1:
+        return None
+    return depthwise.first_of(*(dot.blocked_conv_kernel(i) for i in instructions if i.pixels == 1),
+                              depthwise.blocked_conv_kernel)
