@@ -203,15 +203,20 @@ def test_inspect_artifact_lists_islands_and_kernels_say_integer(built):
 
 
 @pytest.mark.tvm
-def test_arm_dotprod_int8_convolutions_use_sdot(tmp_path):
-    """A cortex-a76 record has dotprod: the signed convolutions' inner product is `sdot` (checked in the machine
-    code, not run)."""
+def test_arm_dotprod_int8_convolutions_use_sdot_and_run_under_qemu_like_onnxruntime(tmp_path):
+    """A cortex-a76 record has dotprod: the signed convolutions' inner product is `sdot` (machine code), their
+    activations passed on in NCHW4c blocks; the artifact runs under qemu-aarch64 (one image) within one step of
+    ORT."""
     z = get("digits")
-    effc.compile(z.onnx_path, "arm", cpu="cortex-a76", pipeline="int8", out=tmp_path / "a76.effc",
-                 ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
+    artifact = effc.compile(z.onnx_path, "arm", cpu="cortex-a76", pipeline="int8", out=tmp_path / "a76.effc",
+                            ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
     code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "a76.effc" / "model.so")],
                           capture_output=True, text=True, check=True).stdout
     assert "sdot" in code
+    quantized, step = artifact.passes.model, _output_step(artifact.passes.model)
+    image = np.load(z.eval_path)["input"][:1].astype(np.float32)
+    ours, reference = artifact(input=image)["logits"], run_model(quantized, {"input": image})["logits"]
+    assert np.all(np.abs(ours - reference) <= step * 1.001) and ours.argmax() == reference.argmax()
 
 
 @pytest.mark.tvm
