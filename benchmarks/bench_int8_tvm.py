@@ -8,7 +8,10 @@ activation, or of the final integer product), top-1 agreement, max abs diff. Als
 params.npz sizes.
 
     python benchmarks/bench_int8_tvm.py [--models resnet18,mobilenetv2,encoder] [--repeat 10] [--rounds 5] [--samples 16]
-        [--cpu haswell]
+        [--cpu haswell] [--baseline DIR]
+
+--baseline DIR: also time DIR/<model>.int8.effc (the int8 artifacts of an earlier build, e.g. this benchmark's
+--out of another checkout) in the same interleaved rounds: before/after in one run.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16, help="eval inputs compared against ORT int8")
     parser.add_argument("--out", default=None)
     parser.add_argument("--cpu", default=None, help="an x86 CPU LLVM knows (e.g. haswell: AVX2, no VNNI); default: this one")
+    parser.add_argument("--baseline", default=None, help="a folder of <model>.int8.effc from an earlier build, timed alongside")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="effc-bench-int8-"))
     rows, islands = [], {}
@@ -84,8 +88,11 @@ def main() -> None:
                 int(np.array_equal(ours.argmax(-1), theirs.argmax(-1)))
         samples = min(args.samples, len(evals[key]))
         feeds = {key: evals[key][:1]}
-        ms = interleaved_ms({"tvm_int8": functools.partial(int8, feeds), "tvm_float": functools.partial(floats, feeds),
-                             "ort_int8": functools.partial(session.run, names, feeds)}, args.repeat, args.rounds)
+        runs = {"tvm_int8": functools.partial(int8, feeds), "tvm_float": functools.partial(floats, feeds),
+                "ort_int8": functools.partial(session.run, names, feeds)}
+        if args.baseline:
+            runs["baseline_int8"] = functools.partial(effc.load_artifact(Path(args.baseline) / f"{name}.int8.effc"), feeds)
+        ms = interleaved_ms(runs, args.repeat, args.rounds)
         meta = int8.meta
         integer = sum(1 for i in meta.get("integer_islands", []) if i["integer"])
         islands[name] = [i for i in meta.get("integer_islands", []) if not i["integer"]]
@@ -93,12 +100,13 @@ def main() -> None:
                      f"{ms['tvm_float'] / ms['tvm_int8']:.2f}x", f"{ms['ort_int8'] / ms['tvm_int8']:.2f}x",
                      f"{integer}/{len(meta.get('integer_islands', []))}",
                      f"{100 * off / max(total, 1):.3f}%" if step else "n/a", f"{agree}/{samples}", f"{worst:.1e}",
-                     f"{params_kib(out / f'{name}.int8.effc'):.0f} / {params_kib(out / f'{name}.float.effc'):.0f}"])
+                     f"{params_kib(out / f'{name}.int8.effc'):.0f} / {params_kib(out / f'{name}.float.effc'):.0f}"]
+                    + ([f"{ms['baseline_int8']:.3f}"] if args.baseline else []))
         print("| " + " | ".join(rows[-1]) + " |", flush=True)
     print()
     print("| model | TVM int8 (ms) | TVM float (ms) | ORT int8 (ms) | float/int8 | ORT/TVM int8 | integer convs+matmuls "
-          "| outputs > 1 step | top-1 = ORT | max abs diff | params KiB int8 / float |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| outputs > 1 step | top-1 = ORT | max abs diff | params KiB int8 / float |" + (" baseline int8 (ms) |" if args.baseline else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.baseline else ""))
     for row in rows:
         print("| " + " | ".join(row) + " |")
     for name, floats_left in islands.items():

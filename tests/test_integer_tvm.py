@@ -203,15 +203,20 @@ def test_inspect_artifact_lists_islands_and_kernels_say_integer(built):
 
 
 @pytest.mark.tvm
-def test_arm_dotprod_int8_convolutions_use_sdot(tmp_path):
-    """A cortex-a76 record has dotprod: the signed convolutions' inner product is `sdot` (checked in the machine
-    code, not run)."""
+def test_arm_dotprod_int8_convolutions_use_sdot_and_run_under_qemu_like_onnxruntime(tmp_path):
+    """A cortex-a76 record has dotprod: the signed convolutions' inner product is `sdot` (machine code), their
+    activations passed on in NCHW4c blocks; the artifact runs under qemu-aarch64 (one image) within one step of
+    ORT."""
     z = get("digits")
-    effc.compile(z.onnx_path, "arm", cpu="cortex-a76", pipeline="int8", out=tmp_path / "a76.effc",
-                 ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
+    artifact = effc.compile(z.onnx_path, "arm", cpu="cortex-a76", pipeline="int8", out=tmp_path / "a76.effc",
+                            ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
     code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "a76.effc" / "model.so")],
                           capture_output=True, text=True, check=True).stdout
     assert "sdot" in code
+    quantized, step = artifact.passes.model, _output_step(artifact.passes.model)
+    image = np.load(z.eval_path)["input"][:1].astype(np.float32)
+    ours, reference = artifact(input=image)["logits"], run_model(quantized, {"input": image})["logits"]
+    assert np.all(np.abs(ours - reference) <= step * 1.001) and ours.argmax() == reference.argmax()
 
 
 @pytest.mark.tvm
@@ -355,3 +360,119 @@ def test_digits_int8_on_x86_without_avx512_vnni_runs_its_dot_kernel_like_onnxrun
     reference = np.concatenate([run_model(quantized, {"input": x[i:i + 1]})["logits"] for i in range(len(x))])
     assert np.mean(np.abs(ours - reference) > step[None, :] * 1.001) <= 0.001
     assert np.array_equal(ours.argmax(axis=1), reference.argmax(axis=1))
+
+
+def _kernel_calls(mod) -> list[tuple]:
+    """(output var, PrimFunc, its block names, argument vars) of each call_tir in `main`, in order."""
+    from tvm import relax, s_tir
+
+    calls = []
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if not isinstance(value, relax.Call) or getattr(value.op, "name", None) != "relax.call_tir":
+                continue
+            func = mod[value.args[0]]
+            sch = s_tir.Schedule(func)  # unscheduled: every block is a child of the root
+            names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+            calls.append((binding.var, func, names, list(value.args[1].fields)))
+    return calls
+
+
+def test_activations_stay_blocked_between_consecutive_integer_convs():
+    """digits for x86: the integer ops (three convs, the max pool, the residual add fused into the last conv) pass
+    NCHW16c uint8 blocks to one another: no layout transform between two of them, one pack at the island's entry
+    (inside the first conv), one unpack at its exit (before the Gemm's flatten); checked in the fused TIR."""
+    from effc.backends.tvm.integer import blocked, dot
+
+    calls = _kernel_calls(_integer_tasks("x86"))
+    convs = [c for c in calls if any(n.startswith(dot.BLOCKED_CONV_BLOCK) for n in c[2])]
+    assert len(convs) == 3, [c[2] for c in calls]
+    producer = {str(var.name): names for var, _, names, _ in calls}
+    assert len(convs[0][3][0].ty.shape.values) == 4  # the quantized input, NCHW: packed inside the first conv
+    for _, _, _, args in convs[1:]:
+        data = args[0]
+        assert [int(d) for d in data.ty.shape.values][-1] == 16, data.ty  # blocks of 16 channels
+        assert not any(n.startswith((blocked.UNPACK_BLOCK, dot.UNPACK_BLOCK)) for n in producer[str(data.name)])
+    unpacks = [c for c in calls if any(n.startswith(blocked.UNPACK_BLOCK) for n in c[2])]
+    assert len(unpacks) == 1 and unpacks[0][3][0].same_as(convs[-1][0]), [c[2] for c in unpacks]
+    assert any(n.startswith("pool_max") for c in calls for n in c[2] if len(c[3][0].ty.shape.values) == 5)
+
+
+def _residual_block(tmp_path) -> str:
+    """A MobileNetV2-style residual block as an ONNX file, 24 channels (one and a half blocks of 16): pointwise
+    16->24 + ReLU, 3x3 max pool, depthwise 3x3 + Clip(0, 6), pointwise 24->24, added to the max pool's output."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (24, 16, 1, 1)).astype(np.float32), "pw1"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 24).astype(np.float32), "pw1_b"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (24, 1, 3, 3)).astype(np.float32), "dw"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 24).astype(np.float32), "dw_b"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (24, 24, 1, 1)).astype(np.float32), "pw2"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 24).astype(np.float32), "pw2_b"),
+             numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "pw1", "pw1_b"], ["a"], "pw1", kernel_shape=[1, 1]),
+             helper.make_node("Relu", ["a"], ["r"], "relu"),
+             helper.make_node("MaxPool", ["r"], ["m"], "pool", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["m", "dw", "dw_b"], ["d"], "dw", group=24, pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+             helper.make_node("Clip", ["d", "lo", "hi"], ["c"], "relu6"),
+             helper.make_node("Conv", ["c", "pw2", "pw2_b"], ["p"], "pw2", kernel_shape=[1, 1]),
+             helper.make_node("Add", ["p", "m"], ["y"], "residual")]
+    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 14, 14])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 14, 14])], inits)
+    path = str(tmp_path / "residual.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.tvm
+def test_blocked_depthwise_pool_and_residual_with_partial_blocks_equal_onnxruntime(tmp_path):
+    """24 channels in blocks of 16 (the last block half used) through a blocked pointwise conv, max pool,
+    depthwise conv and residual add: every conv integer, outputs within one step of ORT on the int8 model."""
+    path = _residual_block(tmp_path)
+    rng = np.random.default_rng(3)
+    calibration = CalibrationData({"x": rng.normal(0, 1, (8, 16, 14, 14)).astype(np.float32)})
+    artifact = effc.compile(path, "x86", pipeline="int8", ctx=Context(calibration=calibration), out=tmp_path / "r.effc")
+    assert [i["integer"] for i in artifact.meta["integer_islands"]] == [True] * 3, artifact.meta["integer_islands"]
+    assert set(artifact.meta["kernel_arithmetic"].values()) == {"integer"}
+    quantized = artifact.passes.model
+    step = float(_output_step(quantized).max())
+    for x in rng.normal(0, 1, (3, 1, 16, 14, 14)).astype(np.float32):
+        ours, reference = artifact(x=x)["y"], run_model(quantized, {"x": x})["y"]
+        assert np.mean(np.abs(ours - reference) > step * 1.001) <= 0.001, np.abs(ours - reference).max() / step
+
+
+def _layer_norm_steps(model, feeds) -> np.ndarray:
+    """One quantization step of a LayerNorm output's input, as it moves the output: s * |gamma| / std of the row,
+    per output element; the LayerNorm's dequantized input read from ORT (added to a copy as a graph output)."""
+    norm = next(n for n in model.graph.nodes if any(t is model.graph.outputs[0] for t in n.outputs))
+    dq = norm.inputs[0].inputs[0]
+    assert norm.op == "LayerNormalization" and dq.op == "DequantizeLinear"
+    probe = model.copy()
+    probe.graph.outputs += next(n for n in probe.graph.nodes if n.name == norm.name).inputs[:2]  # input, gamma
+    values = run_model(probe, feeds)
+    x, gamma = values[norm.inputs[0].name], np.abs(values[norm.inputs[1].name])
+    return float(np.max(dq.inputs[1].values)) * gamma / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5)
+
+
+@pytest.mark.tvm
+@pytest.mark.zoo
+def test_encoder_int8_on_x86_equals_onnxruntime_within_one_step(tmp_path):
+    """The zoo's small transformer encoder (its output a LayerNorm of a quantized residual): integer matmuls on
+    x86; its outputs within what one step of that residual moves them, on at most 0.1% of outputs, against ORT on
+    effc's int8 model; the same argmax per token."""
+    z = get("encoder")
+    artifact = effc.compile(z.onnx_path, "x86", pipeline="int8", ctx=Context(calibration=CalibrationData.load(z.calib_path)),
+                            out=tmp_path / "enc.effc", input_shapes={"input_ids": [1, 16]})
+    islands = artifact.meta["integer_islands"]
+    kept_float = [i for i in islands if not i["integer"]]  # attention's two activation products per layer
+    assert len(kept_float) <= len(islands) // 4 and all("product of two activations" in i["detail"] for i in kept_float)
+    quantized = artifact.passes.model
+    for ids in np.load(z.eval_path)["input_ids"][:8]:
+        feeds = {"input_ids": ids[None]}
+        ours, reference = artifact(**feeds)["hidden"], run_model(quantized, feeds)["hidden"]
+        off = np.abs(ours - reference) > _layer_norm_steps(quantized, feeds) * 1.001
+        assert off.mean() <= 0.001, f"{off.sum()} of {off.size} outputs differ by more than one step"
+        assert np.array_equal(ours.argmax(-1), reference.argmax(-1))

@@ -26,10 +26,11 @@ def lower_integer(mod, params: list, target: Target):
     ISA has (integer.dot), depthwise ones integer.depthwise; a conv neither computes stays float and is reported
     (integer.selection)."""
     from effc.backends.tvm.integer import bind_params, lift_constants, lower_qdq
-    from effc.backends.tvm.integer.selection import conv_kernels
+    from effc.backends.tvm.integer.selection import blocked_kernels, conv_kernels
 
     kernel, float_reason = conv_kernels(target)
-    mod, islands = lower_qdq(bind_params(mod, params), conv_kernel=kernel, float_reason=float_reason)
+    mod, islands = lower_qdq(bind_params(mod, params), conv_kernel=kernel, float_reason=float_reason,
+                             blocked_kernel=blocked_kernels(target))
     mod, values = lift_constants(mod)
     return mod, values, {"integer_islands": [island.to_json() for island in islands]}
 

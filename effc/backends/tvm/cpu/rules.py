@@ -530,6 +530,41 @@ def _schedule_int8_dot_conv(sch, lanes: int, registers: int) -> None:
     _parallel_outer(sch, sch.get_loops(unpack)[:3], _product(extents))
 
 
+def _schedule_int8_blocked_dot_conv(sch, lanes: int, registers: int) -> None:
+    """effc.backends.tvm.integer.dot's blocked conv (NCHW[l]c in and out): a row tile of output pixels x one vector
+    of int32 accumulators in registers, one dot-product instruction per pixel and 4 input channels; the tile's
+    requantization (and a residual add fused after it) folded into its write-back, whole vectors of uint8. The
+    padded input copy, where there is one, runs in parallel before."""
+    from effc.backends.tvm.integer import dot
+
+    conv = _find(sch, lambda name: name.startswith(dot.BLOCKED_CONV_BLOCK))
+    pads = _blocks_named(sch, dot.PACK_DATA_BLOCK)
+    key = _name(sch, conv)[len(dot.BLOCKED_CONV_BLOCK):]
+    _inline_elementwise(sch, keep=[conv, *pads])
+    b, ob, y, x, oi, rb, rc, ry, rx, ri = sch.get_loops(conv)
+    extents = _extents(sch, [b, ob, y, x, oi, rb, rc, ry, rx, ri])
+    # several blocks of output channels per tile: each broadcast input word then feeds as many instructions
+    vectors, columns = _blocked_tile(extents[1], extents[3], registers - MIN_SPARE_REGISTERS)
+    ob, obi = sch.split(ob, [None, vectors])
+    xo, xi = sch.split(x, [None, columns])
+    sch.reorder(b, ob, y, xo, rb, ry, rx, rc, xi, obi, oi, ri)
+    # a "global" tile buffer: the intrinsics describe global buffers, and tensorize compares scopes; compacted to
+    # the tile, LLVM keeps it in registers all the same
+    writer = sch.cache_write(conv, 0, "global")
+    sch.reverse_compute_at(writer, xo)
+    _fold_epilogue(sch, writer, lanes)
+    _parallel_outer(sch, [b, ob, y], _product(extents) // dot.IN_BLOCK)
+    sch.decompose_reduction(conv, rb)
+    sch.unroll(xi)
+    sch.unroll(obi)
+    sch.tensorize(oi, dot.register_intrinsic(key))
+    _unroll_tile_writer(sch, writer, xo)
+    for pad in pads:
+        loops = sch.get_loops(pad)
+        _parallel_outer(sch, loops[:3], _product(extents))
+        sch.vectorize(loops[-1])
+
+
 def _schedule_int8_depthwise(sch, lanes: int, registers: int) -> None:
     """effc.backends.tvm.integer.depthwise's conv: per (image, channel) in parallel, its zero-point-padded plane
     built in cache, then each output row in vectors of int32 accumulators (up to one register of them), the
@@ -558,6 +593,7 @@ def _schedule_int8_depthwise(sch, lanes: int, registers: int) -> None:
 
 
 RULES = (
+    ("int8-blocked-dot-conv", _schedule_int8_blocked_dot_conv),
     ("int8-dot-conv", _schedule_int8_dot_conv),
     ("int8-depthwise", _schedule_int8_depthwise),
     ("blocked-conv", _schedule_blocked_conv),

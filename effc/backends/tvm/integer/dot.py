@@ -27,6 +27,7 @@ import numpy as np
 PACK_DATA_BLOCK = "effc_int8_pack_data"
 CONV_BLOCK = "effc_conv2d_dot_"  # + the instruction's key
 UNPACK_BLOCK = "effc_int8_unpack"
+BLOCKED_CONV_BLOCK = "effc_conv2d_blocked_dot_"  # + the instruction's key
 IN_BLOCK = 4  # input channels per 32-bit lane
 MAX_ROW_TILE = 14  # output pixels per register tile (one accumulator vector each)
 
@@ -179,11 +180,12 @@ def _register_matrix_intrinsic(inst: DotInstruction) -> str:
     return name
 
 
-def pack_weight(weight: np.ndarray, lanes: int, in_block: int = IN_BLOCK) -> np.ndarray:
-    """[O, C, KH, KW] int8 -> [ceil(O/lanes), ceil(C/in_block), KH, KW, lanes, in_block], channels past O and C
-    zero."""
+def pack_weight(weight: np.ndarray, lanes: int, in_block: int = IN_BLOCK, channel_multiple: int | None = None) -> np.ndarray:
+    """[O, C, KH, KW] int8 -> [ceil(O/lanes), C'/in_block, KH, KW, lanes, in_block], C' the next multiple of
+    `channel_multiple` (default in_block; the input's block), channels past O and C zero."""
     out_channels, channels, kh, kw = weight.shape
-    out_blocks, blocks = -(-out_channels // lanes), -(-channels // in_block)
+    multiple = channel_multiple or in_block
+    out_blocks, blocks = -(-out_channels // lanes), -(-channels // multiple) * multiple // in_block
     padded = np.zeros((out_blocks * lanes, blocks * in_block, kh, kw), np.int8)
     padded[:out_channels, :channels] = weight
     packed = padded.reshape(out_blocks, lanes, blocks, in_block, kh, kw)
@@ -222,6 +224,48 @@ def conv2d(data, packed, padding, pad_value: int, strides, dilation, out_channel
                       lambda b, o, y, x: acc[b, o // lanes, y, x, o % lanes], name=UNPACK_BLOCK)
 
 
+def conv2d_blocked(data, packed, padding, pad_value: int, strides, dilation, channels: int, key: str):
+    """uint8/int8 `data` [N, C/l, H, W, l] holding `channels` real channels (blocked.py) or NCHW (then packed here
+    into [N, C/4, H, W, 4], its own blocks of 4), padded with `pad_value` (the zero point) where the window needs
+    it, x packed int8 weights [O/lanes, C'/4, KH, KW, lanes, 4] -> [N, O/lanes, OH, OW, lanes] int32, the
+    accumulators' own layout; its product block named for instruction `key`. A blocked input without padding is
+    read in place: no copy."""
+    from tvm import te, tirx
+
+    n, height, width = (int(data.shape[i]) for i in (0, 2, 3))
+    out_blocks, _, kh, kw, lanes, in_block = (int(d) for d in packed.shape)
+    dtype = str(data.dtype)
+    top, left, bottom, right = padding
+    (sh, sw), (dh, dw) = strides, dilation
+    height_p, width_p = height + top + bottom, width + left + right
+    out_h, out_w = (height_p - (kh - 1) * dh - 1) // sh + 1, (width_p - (kw - 1) * dw - 1) // sw + 1
+    block = int(data.shape[4]) if len(data.shape) == 5 else in_block
+    in_blocks = -(-channels // block)
+
+    def padded(b, c, y, x, i):
+        inside = tirx.all(y >= top, y < height + top, x >= left, x < width + left)
+        row, column = tirx.max(tirx.min(y - top, height - 1), 0), tirx.max(tirx.min(x - left, width - 1), 0)
+        if len(data.shape) == 5:
+            return tirx.if_then_else(inside, data[b, c, row, column, i], tirx.const(pad_value, dtype))
+        ch = c * block + i
+        value = data[b, tirx.min(ch, channels - 1), row, column]
+        return tirx.if_then_else(tirx.all(inside, ch < channels), value, tirx.const(pad_value, dtype))
+
+    if len(data.shape) == 5 and not any(padding):
+        source = data
+    else:
+        source = te.compute((n, in_blocks, height_p, width_p, block), padded, name=PACK_DATA_BLOCK)
+    rb, rc, ry, rx, ri = (te.reduce_axis((0, e), name) for e, name in
+                          ((in_blocks, "rb"), (block // in_block, "rc"), (kh, "ry"), (kw, "rx"), (in_block, "ri")))
+    groups = block // in_block
+    return te.compute(
+        (n, out_blocks, out_h, out_w, lanes),
+        lambda b, ob, y, x, oi: te.sum(
+            source[b, rb, y * sh + ry * dh, x * sw + rx * dw, rc * in_block + ri].astype("int32")
+            * packed[ob, rb * groups + rc, ry, rx, oi, ri].astype("int32"), axis=[rb, rc, ry, rx, ri]),
+        name=BLOCKED_CONV_BLOCK + key)
+
+
 def conv_kernel(inst: DotInstruction):
     """The integer rewrite's conv_kernel hook for `inst`: (builder, xq, int8 weight, conv2d attrs, zero point) ->
     the int32 NCHW conv2d through this kernel, or None where it does not apply (activations of the other
@@ -229,10 +273,10 @@ def conv_kernel(inst: DotInstruction):
     return functools.partial(_conv_kernel, inst)
 
 
-def fits(inst: DotInstruction, xq, weight: np.ndarray, attrs) -> bool:
-    """Whether `inst`'s kernel computes this conv exactly: activations of its signedness, one group, NCHW/OIHW,
-    weights small enough for its intermediate sums."""
-    if str(xq.ty.dtype) != inst.data_dtype or int(attrs.groups) != 1:
+def fits(inst: DotInstruction, xq, weight: np.ndarray, attrs, dtype: str | None = None) -> bool:
+    """Whether `inst`'s kernel computes this conv exactly: activations (of `dtype`, default xq's) of its signedness,
+    one group, NCHW/OIHW, weights small enough for its intermediate sums."""
+    if (dtype or str(xq.ty.dtype)) != inst.data_dtype or int(attrs.groups) != 1:
         return False
     if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
         return False
@@ -251,13 +295,44 @@ def _pixel_pairs_contiguous(inst: DotInstruction, xq, weight: np.ndarray, attrs)
     return int(attrs.strides[1]) == 1 and out_w % inst.pixels == 0
 
 
+def blocked_conv_kernel(inst: DotInstruction):
+    """The integer rewrite's blocked_kernel hook for `inst`: (builder, xq or Blocked xq, int8 weight, conv2d attrs,
+    zero point) -> Blocked int32 [N, O/lanes, OH, OW, lanes], or None where the kernel does not apply (see `fits`;
+    instructions of more than one pixel, whose accumulator tile is not one pixel's vector; blocks of another
+    width)."""
+    return functools.partial(_blocked_conv_kernel, inst)
+
+
+def _blocked_conv_kernel(inst: DotInstruction, builder, xq, weight: np.ndarray, attrs, zero_point: int):
+    from tvm import relax
+
+    from effc.backends.tvm.integer.blocked import Blocked
+
+    if inst.pixels != 1:
+        return None
+    source = xq.expr if isinstance(xq, Blocked) else xq
+    if isinstance(xq, Blocked) and (xq.lanes % inst.in_block or xq.channels != weight.shape[1]):
+        return None
+    if not fits(inst, source, weight, attrs, str(source.ty.dtype)):
+        return None
+    block = xq.lanes if isinstance(xq, Blocked) else inst.in_block
+    packed = pack_weight(weight, inst.lanes, inst.in_block, channel_multiple=block)
+    call = builder.call_te(conv2d_blocked, source, relax.const(packed), _padding(attrs), zero_point,
+                           [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation], weight.shape[1], inst.key,
+                           primfunc_name_hint="effc_conv2d_int8")
+    return Blocked(call, inst.lanes, weight.shape[0])
+
+
+def _padding(attrs) -> list[int]:
+    padding = [int(p) for p in attrs.padding]
+    return padding * 2 if len(padding) == 2 else padding
+
+
 def _conv_kernel(inst: DotInstruction, builder, xq, weight: np.ndarray, attrs, zero_point: int):
     from tvm import relax
 
     if not fits(inst, xq, weight, attrs):
         return None
-    padding = [int(p) for p in attrs.padding]
-    padding = padding * 2 if len(padding) == 2 else padding
-    return builder.call_te(conv2d, xq, relax.const(pack_weight(weight, inst.lanes, inst.in_block)), padding, zero_point,
-                           [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation], weight.shape[0], inst.key,
-                           primfunc_name_hint="effc_conv2d_int8")
+    return builder.call_te(conv2d, xq, relax.const(pack_weight(weight, inst.lanes, inst.in_block)), _padding(attrs),
+                           zero_point, [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation],
+                           weight.shape[0], inst.key, primfunc_name_hint="effc_conv2d_int8")

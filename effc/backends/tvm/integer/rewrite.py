@@ -42,13 +42,16 @@ class Island:
         return {"op": self.op, "shape": self.shape, "integer": self.integer, "detail": self.detail}
 
 
-def lower_qdq(mod, conv_kernel=None, float_reason=None) -> tuple[object, list[Island]]:
+def lower_qdq(mod, conv_kernel=None, float_reason=None, blocked_kernel=None) -> tuple[object, list[Island]]:
     """(module with every rewritable island of `main` in integer Relax, one Island per conv2d/matmul).
 
     conv_kernel: a target's integer convolution, `(builder, xq, int8 weight, conv2d attrs, zero point) -> int32
     NCHW expression or None` (None: Relax's conv2d with out_dtype int32 over the input padded with the zero point).
     float_reason: `(kind, xq, int8 weight, attrs) -> str | None`; a reason keeps that island float (dequantized
     weights) and is reported, e.g. where the target has no integer kernel for it.
+    blocked_kernel: like conv_kernel, tried first, but it may get a blocked input (a blocked.Blocked xq, where its
+    producer's output is blocked) and returns a Blocked int32 output or None; the requantized result then stays
+    blocked for the ops after it that read blocks (blocked.py).
     """
     import tvm
     from tvm import relax
@@ -59,7 +62,7 @@ def lower_qdq(mod, conv_kernel=None, float_reason=None) -> tuple[object, list[Is
     plans, islands = _plan(bindings, uses, float_reason)
     if not plans:
         return mod, islands
-    rewriter = _rewriter_class()(mod, plans, conv_kernel)
+    rewriter = _rewriter_class()(mod, plans, conv_kernel, blocked_kernel, bindings, uses)
     new_main = rewriter.visit_expr(main)
     mod = rewriter.builder_.get()  # the kernels the rewrite added besides the original functions
     mod = tvm.IRModule({**{gvar: f for gvar, f in mod.functions_items()}, mod.get_global_var("main"): new_main},
@@ -385,14 +388,20 @@ def _shape(call) -> str:
 
 def _integer_island(plan: _Plan, xq, emit, conv_kernel=None):
     """The integer Relax expression of one plan reading the rewritten `xq`; `emit` binds each intermediate;
-    `conv_kernel(xq)` gives the int32 convolution (or None: Relax's conv2d)."""
+    `conv_kernel(xq)` gives the int32 convolution (or None: Relax's conv2d), NCHW or a blocked.Blocked. Returns
+    (expression, lanes of its blocks or None for NCHW)."""
     from tvm import relax
+
+    from effc.backends.tvm.integer.blocked import Blocked, channel_constant
 
     op = relax.op
     w = plan.weight
+    lanes = None
     if plan.kind == "conv2d":
         attrs = plan.anchor.attrs
         acc = conv_kernel(xq) if conv_kernel is not None else None
+        if isinstance(acc, Blocked):
+            lanes, acc = acc.lanes, acc.expr
         if acc is None:
             padding = [int(p) for p in attrs.padding]  # top, left, bottom, right
             data = xq
@@ -403,59 +412,159 @@ def _integer_island(plan: _Plan, xq, emit, conv_kernel=None):
                                dilation=[int(d) for d in attrs.dilation], groups=int(attrs.groups), out_dtype="int32")
         acc = emit(acc)
         weight_sums = w.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
-        channel_shape = (1, -1, 1, 1)
     else:
         acc = emit(op.matmul(xq, relax.const(w), out_dtype="int32"))
         weight_sums = w.astype(np.int64).sum(axis=0)
-        channel_shape = (-1,)
+
+    def per_channel(values: np.ndarray):
+        if lanes is not None:
+            return relax.const(channel_constant(values, lanes))
+        return relax.const(values.reshape((1, -1, 1, 1) if plan.kind == "conv2d" else (-1,)))
+
     bias = plan.bias - plan.zx * weight_sums
     if np.any(bias):
-        acc = emit(op.add(acc, relax.const(np.clip(bias, -(2**31), 2**31 - 1).astype(np.int32).reshape(channel_shape))))
+        acc = emit(op.add(acc, per_channel(np.clip(bias, -(2**31), 2**31 - 1).astype(np.int32))))
     real = emit(op.astype(acc, "float32"))
     if plan.out is None:  # ONNX Runtime's float output of an int8 product: float(acc) * (sx * sw)
         scale = (plan.sx * plan.sw).astype(np.float32)
-        return op.multiply(real, relax.const(scale.reshape(channel_shape)))
+        return op.multiply(real, per_channel(scale)), lanes
     out = plan.out
     multiplier = ((plan.sx * plan.sw).astype(np.float32) / out["scale"]).astype(np.float32)
-    rounded = emit(op.round(emit(op.multiply(real, relax.const(multiplier.reshape(channel_shape))))))
+    rounded = emit(op.round(emit(op.multiply(real, per_channel(multiplier)))))
     shifted = emit(op.add(rounded, relax.const(np.float32(out["zero"]))))
     clipped = emit(op.clip(shifted, out["lo"], out["hi"]))
-    return op.astype(clipped, out["dtype"])
+    return op.astype(clipped, out["dtype"]), lanes
+
+
+# Elementwise ops that work in any layout when every tensor operand has the same shape and the rest are scalars:
+# a Q(...) of them over DQ'd blocked activations (a residual add, its ReLU) is computed on the blocks.
+ELEMENTWISE = ("relax.add", "relax.subtract", "relax.multiply", "relax.maximum", "relax.minimum", "relax.nn.relu",
+               "relax.clip")
+
+
+def _scalar(expr) -> bool:
+    """A scalar operand: a prim value (clip's bounds) or a tensor of one element."""
+    import tvm
+
+    if isinstance(expr, tvm.ir.Constant) and not isinstance(expr, tvm.ir.GenericConst):
+        return True
+    shape = getattr(expr.ty, "shape", None)
+    try:
+        return shape is not None and all(int(d) == 1 for d in shape.values)
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 def _rewriter_class():
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
+    from effc.backends.tvm.integer.blocked import Blocked, emit_unpacked
+
     @mutator
     class Rewriter(PyExprMutator):
-        def __init__(self, mod, plans, conv_kernel):
+        def __init__(self, mod, plans, conv_kernel, blocked_kernel, bindings, uses):
             super().__init__(mod)
-            self.plans, self.conv_kernel = plans, conv_kernel
+            self.plans, self.conv_kernel, self.blocked_kernel = plans, conv_kernel, blocked_kernel
+            self.bindings, self.uses = bindings, uses
+            self.blocked: dict = {}  # original var -> Blocked (of rewritten vars) where its value is also in blocks
+
+        def emit(self, expr, name: str = ""):
+            return self.builder_.emit(self.builder_.normalize(expr), name)
 
         def visit_var_binding_(self, binding):
             plan = self.plans.get(binding.var)
             if plan is None:
-                return super().visit_var_binding_(binding)
+                blocked = self.blocked_elementwise(binding.value) if _op(binding.value) == Q else None
+                if blocked is None:
+                    return super().visit_var_binding_(binding)
+                return self.bind(binding.var, blocked)
             from tvm import relax
 
-            def emit(expr):
-                return self.builder_.emit(self.builder_.normalize(expr))
-
             if isinstance(plan, _Passthrough):
+                blocked = self.blocked_passthrough(plan)
+                if blocked is not None:
+                    return self.bind(binding.var, blocked)
                 call = plan.call
                 value = self.builder_.normalize(relax.Call(call.op, [self.visit_expr(plan.xq), *(self.visit_expr(a) for a in call.args[1:])], call.attrs))
-            else:
-                value = self.builder_.normalize(
-                    _integer_island(plan, self.visit_expr(plan.xq), emit, self.kernel(plan)))
-            kind = relax.DataflowVar if isinstance(binding.var, relax.DataflowVar) else relax.Var
-            new_var = kind(binding.var.name, value.ty)
+                return self.bind(binding.var, value)
+            value, lanes = _integer_island(plan, self.visit_expr(plan.xq), self.emit, self.kernel(plan))
+            if lanes is not None:
+                channels = plan.weight.shape[0]
+                return self.bind(binding.var, Blocked(self.emit(value, binding.var.name + "_blocked"), lanes, channels))
+            self.bind(binding.var, self.builder_.normalize(value))
+
+        def bind(self, var, value):
+            """Binds `var` to `value`; a Blocked value is recorded, and `var` becomes its NCHW unpacking (kept only
+            where something reads NCHW)."""
+            from tvm import relax
+
+            if isinstance(value, Blocked):
+                self.blocked[var] = value
+                value = self.builder_.normalize(emit_unpacked(self.builder_, value))
+            kind = relax.DataflowVar if isinstance(var, relax.DataflowVar) else relax.Var
+            new_var = kind(var.name, value.ty)
             self.builder_.emit_normalized(relax.VarBinding(new_var, value))
-            self.set_var_remap(binding.var, new_var)
+            self.set_var_remap(var, new_var)
 
         def kernel(self, plan):
-            if plan.kind != "conv2d" or self.conv_kernel is None:
+            if plan.kind != "conv2d" or (self.conv_kernel is None and self.blocked_kernel is None):
                 return None
-            return lambda xq: self.conv_kernel(self.builder_, xq, plan.weight, plan.anchor.attrs, plan.zx)
+
+            def convolve(xq):
+                args = (plan.weight, plan.anchor.attrs, plan.zx)
+                if self.blocked_kernel is not None:
+                    result = self.blocked_kernel(self.builder_, self.blocked.get(plan.xq, xq), *args)
+                    if result is None and plan.xq in self.blocked:
+                        result = self.blocked_kernel(self.builder_, xq, *args)
+                    if result is not None:
+                        return result
+                return self.conv_kernel(self.builder_, xq, *args) if self.conv_kernel is not None else None
+
+            return convolve
+
+        def blocked_passthrough(self, plan: _Passthrough):
+            """max_pool2d of a blocked activation, on its blocks (padding with the dtype's minimum, as in NCHW)."""
+            from tvm import relax
+
+            source = self.blocked.get(plan.xq)
+            call = plan.call
+            if source is None or _op(call) != "relax.nn.max_pool2d" or str(call.attrs.layout) != "NCHW":
+                return None
+            attrs = call.attrs
+            layout = f"NCHW{source.lanes}c"
+            pooled = relax.op.nn.max_pool2d(source.expr, [int(p) for p in attrs.pool_size], [int(s) for s in attrs.strides],
+                                            [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation],
+                                            bool(attrs.ceil_mode), bool(attrs.count_include_pad), layout, layout)
+            return Blocked(self.emit(pooled), source.lanes, source.channels)
+
+        def blocked_elementwise(self, quantize):
+            """Q(elementwise(DQ(a), DQ(b), scalars)) where every activation read is blocked, alike: on the blocks."""
+            from tvm import relax
+
+            sources: list = []
+
+            def rebuild(expr):
+                if _scalar(expr):
+                    return self.visit_expr(expr)
+                value = self.bindings.get(expr)
+                op = _op(value)
+                if op == DQ and all(_scalar(a) for a in value.args[1:]):
+                    source = self.blocked.get(value.args[0])
+                    if source is None:
+                        return None
+                    sources.append(source)
+                    return relax.Call(value.op, [source.expr, *(self.visit_expr(a) for a in value.args[1:])], value.attrs)
+                if op not in ELEMENTWISE or self.uses.get(expr, 0) != 1:
+                    return None
+                args = [rebuild(a) for a in value.args]
+                return None if any(a is None for a in args) else relax.Call(value.op, args, value.attrs)
+
+            if not all(_scalar(a) for a in quantize.args[1:]):
+                return None
+            inner = rebuild(quantize.args[0])
+            if inner is None or not sources or len({(s.lanes, s.channels, str(s.expr.ty.shape)) for s in sources}) != 1:
+                return None
+            value = relax.Call(quantize.op, [inner, *(self.visit_expr(a) for a in quantize.args[1:])], quantize.attrs)
+            return Blocked(self.emit(value), sources[0].lanes, sources[0].channels)
 
     return Rewriter
-

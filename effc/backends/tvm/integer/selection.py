@@ -37,3 +37,14 @@ def conv_kernels(target: Target):
         return f"{reason} ({xq.ty.dtype} activations, {int(attrs.groups)} groups)"
 
     return kernel, float_reason
+
+
+def blocked_kernels(target: Target):
+    """The `blocked_kernel` hook of `lower_qdq` for `target`: its dot instructions best first (their accumulators,
+    one pixel's vector, are the blocks), then the blocked depthwise kernel; None where the best instruction
+    computes several pixels at once (i8mm `smmla`: its tile is not one pixel's vector, it keeps the NCHW kernel)."""
+    instructions = dot.instructions_for(target.isa)
+    if not instructions or instructions[0].pixels != 1:
+        return None
+    return depthwise.first_of(*(dot.blocked_conv_kernel(i) for i in instructions if i.pixels == 1),
+                              depthwise.blocked_conv_kernel)
