@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from effc.onnx_runtime import ort_session
 from effc.ir import load_model
+from effc.onnx_runtime import ort_session
 from effc.zoo import glyphs, vgg
 
 # measured when the model was built (effc/zoo/README.md); the test allows one point below it

@@ -169,16 +169,23 @@ def get(force: bool = False) -> ZooModel:
 
 
 def _build(model: ZooModel, images: np.ndarray, labels: np.ndarray) -> None:
-    import torch
-
-    from effc.zoo.build import _export, _save_npz
+    from effc.zoo.build import _save_npz
 
     trained = train(images, labels)
     test_images, test_labels = test_split()
     calibration, _ = render_set(CALIB_COUNT, CALIB_SEED, TRAIN_FONTS)
     _save_npz(model.calib_path, **{INPUT_NAME: to_input(calibration)})
     _save_npz(model.eval_path, **{INPUT_NAME: to_input(test_images)}, labels=test_labels)
-    _export(trained, torch.from_numpy(to_input(test_images[:2])), model.onnx_path, INPUT_NAME, "logits",
+    export(trained, model.onnx_path)
+
+
+def export(model, path: pathlib.Path) -> None:
+    """Write a trained model as ONNX (opset 17, batch axis `N`, unfolded like the other zoo models), atomically."""
+    import torch
+
+    from effc.zoo.build import _export
+
+    _export(model, torch.zeros(2, 3, 32, 32), pathlib.Path(path), INPUT_NAME, "logits",
             {INPUT_NAME: {0: "N"}, "logits": {0: "N"}})
 
 
