@@ -1,9 +1,10 @@
 """The survey's "Shrink and improve" experiment on the glyph classifier (effc/zoo/vgg.py), beside effc's frontier
 without retraining.
 
-Run from the repository root: `python benchmarks/bench_shrink_improve.py [--distill-all] [--plot PATH]`.
-Training-based frontier: the VGG-style CNN at width 0.25/0.5/1.0/1.4, trained plain or with augmentation, and
-(widths below 1.4) distilled from the width-1.4 augmented model, each in float and after effc `int8`. effc's
+Run from the repository root: `python benchmarks/bench_shrink_improve.py [--widths 0.25,0.5,1.0,1.4]
+[--distill-all] [--plot PATH]`. Training-based frontier: the VGG-style CNN at each width, trained plain or with
+augmentation, and (widths below the teacher's) distilled from the width-1.0 augmented model, each in float and
+after effc `int8`. effc's
 frontier: prune / cluster / int8 and their combinations applied to the width-1.0 zoo model, no retraining.
 Columns: accuracy on the 2,000 held-out-font test images, its change against width-1.0 float (points), .onnx
 size and the ratio of width-1.0 float's size to it, MACs of one image, and ONNX Runtime CPU latency at batch 1
@@ -35,19 +36,19 @@ from effc.zoo import vgg
 INT8 = "int8"
 EFFC_SPECS = ("prune(ratio=0.3)", "prune(ratio=0.5)", "cluster(k=16)", "int8", "prune(ratio=0.3),int8",
               "prune(ratio=0.5),int8", "cluster(k=16),int8", "prune(ratio=0.3),cluster(k=16),int8")
-TEACHER = (1.4, True)  # (width, augmentation) of the distillation teacher
+TEACHER = (1.0, True)  # (width, augmentation) of the distillation teacher
 
 
 def variant_label(width: float, augment: bool, distill: bool) -> str:
     return f"w{width}" + ("+aug" if augment else "") + ("+kd" if distill else "")
 
 
-def variants(distill_all: bool) -> list[tuple[float, bool, bool]]:
+def variants(widths: tuple[float, ...], distill_all: bool) -> list[tuple[float, bool, bool]]:
     """The teacher first (the others distil from it), then every width plain and augmented, then distilled ones
     (augmented only unless distill_all)."""
     grid = [(TEACHER[0], TEACHER[1], False)]
-    grid += [(w, a, False) for w in vgg.WIDTHS for a in (False, True) if (w, a) != TEACHER]
-    grid += [(w, a, True) for w in vgg.WIDTHS if w < TEACHER[0] for a in ((False, True) if distill_all else (True,))]
+    grid += [(w, a, False) for w in widths for a in (False, True) if (w, a) != TEACHER]
+    grid += [(w, a, True) for w in widths if w < TEACHER[0] for a in ((False, True) if distill_all else (True,))]
     return grid
 
 
@@ -69,7 +70,7 @@ def accuracy(path: Path, test: dict) -> float:
     return float(np.mean(logits.argmax(1) == test["labels"]))
 
 
-def run(distill_all: bool, folder: Path, tmp: Path) -> list[dict]:
+def run(widths: tuple[float, ...], distill_all: bool, folder: Path, tmp: Path) -> list[dict]:
     zoo_model = vgg.get()
     with np.load(zoo_model.eval_path) as npz:
         test = {k: npz[k] for k in npz.files}
@@ -86,7 +87,7 @@ def run(distill_all: bool, folder: Path, tmp: Path) -> list[dict]:
         return model.eval()
 
     rows = []
-    for width, augment, distill in variants(distill_all):
+    for width, augment, distill in variants(widths, distill_all):
         label = variant_label(width, augment, distill)
         if (width, augment) == TEACHER and not distill and not teacher_weights.exists():
             import torch
@@ -157,6 +158,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--widths", default="0.25,0.5,1.0", help=f"widths to train, of {vgg.WIDTHS}")
     parser.add_argument("--distill-all", action="store_true", help="also distil the plain (unaugmented) widths")
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/figures/shrink_improve.png"))
     parser.add_argument("--json", type=Path, help="write the rows as JSON too")
@@ -165,7 +167,8 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}, Python {sys.version.split()[0]}", flush=True)
     folder = vgg.get().onnx_path.parent / "frontier"
     with tempfile.TemporaryDirectory() as tmp:
-        rows = run(args.distill_all, folder, Path(tmp))
+        widths = tuple(float(w) for w in args.widths.split(","))
+        rows = run(widths, args.distill_all, folder, Path(tmp))
         print(table(rows), flush=True)
         if args.plot:
             plot(rows, args.plot)
