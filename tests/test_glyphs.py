@@ -12,7 +12,7 @@ from effc.onnx_runtime import ort_session
 from effc.zoo import glyphs, vgg
 
 # measured when the model was built (effc/zoo/README.md); the test allows one point below it
-STATED_TEST_ACCURACY = 0.98
+STATED_TEST_ACCURACY = 0.984
 
 
 def test_rendering_is_deterministic_and_can_be_done_in_pieces():
