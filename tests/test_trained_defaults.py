@@ -59,6 +59,17 @@ def test_plain_cluster_k16_keeps_the_recogniser_within_half_a_point(recogniser):
 
 @pytest.mark.zoo
 @pytest.mark.slow
-def test_int8_with_gptq_rounding_keeps_the_recogniser_within_half_a_point(recogniser):
-    # measured on these 60 lines: rounding=nearest (the default) -2.5 points, gptq +0.5
-    assert recogniser_accuracy(recogniser, "int8(rounding=gptq)") >= recogniser[2]["char_accuracy"] - 0.005
+def test_default_int8_keeps_the_recogniser_within_half_a_point(recogniser):
+    # measured on these 60 lines: rounding=nearest (the old default) -2.5 points, gptq (the default) +0.5
+    assert recogniser_accuracy(recogniser, "int8") >= recogniser[2]["char_accuracy"] - 0.005
+
+
+@pytest.mark.zoo
+@pytest.mark.slow
+def test_int8_entropy_calibrator_reads_the_recogniser(recogniser):
+    # KL thresholds alone clipped 14 of its tensors to under 30% of their range and every line decoded blank (0%);
+    # floored at the squared-error threshold it reads them: 96.8% on these 60 lines (float 99.1%). This checks
+    # the blank-output bug is gone (the renderer's own bar, 90%), not a quality target: entropy stays 2.3 points
+    # behind float here (benchmarks/README.md), the default calibrator 0.5 ahead
+    spec = "int8(calibrator=entropy,samples=16)"
+    assert recogniser_accuracy(recogniser, spec) >= 0.90

@@ -117,13 +117,27 @@ def _candidates(hist: np.ndarray, smallest: int = 128) -> np.ndarray:
 
 def _entropy_threshold(hist: np.ndarray, top: float, levels: int) -> float:
     """The threshold minimizing KL(P || Q) between the clipped histogram P and its `levels`-step quantization Q
-    (TensorRT's method: outliers fold into P's last bin, Q spreads each step's mass over its non-empty bins)."""
+    (TensorRT's method: outliers fold into P's last bin, Q spreads each step's mass over its non-empty bins),
+    never below the squared-error optimum (`_mse_threshold`).
+
+    KL compares bin probabilities only, so folding a rare tail into the last bin costs it almost nothing however
+    far those values move. On the PP-OCRv4 recogniser, whose few large activations carry the signal, it clipped
+    14 tensors to under 30% of their range and every line decoded blank (0% character accuracy); the floor bounds
+    the clipping error by the rounding error it saves.
+    """
+    return max(_kl_threshold(hist, top, levels), _mse_threshold(hist, top, levels))
+
+
+def _kl_threshold(hist: np.ndarray, top: float, levels: int) -> float:
     best, best_kl = None, np.inf
     for stop in _candidates(hist, smallest=levels):
         reference = hist[:stop].copy()
         reference[stop - 1] += hist[stop:].sum()
         group = (np.arange(stop) * min(levels, stop)) // stop
-        nonzero = hist[:stop] > 0
+        # Q may put mass only where P has some, the folded outliers' bin included (as TensorRT and MXNet do):
+        # testing the unfolded bins instead gave Q zero where P peaks whenever the tail is sparse, an infinite
+        # penalty that pushed every threshold into the dense bulk near zero
+        nonzero = reference > 0
         mass = np.bincount(group, weights=hist[:stop])
         used = np.bincount(group, weights=nonzero.astype(np.float64))
         quantized = np.where(nonzero, mass[group] / np.maximum(used[group], 1), 0.0)
