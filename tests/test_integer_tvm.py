@@ -13,7 +13,7 @@ import pytest
 import effc
 from effc.calib import CalibrationData
 from effc.ir import load_model
-from effc.onnx_runtime import run_model
+from effc.onnx_runtime import ort_session, run_model, run_session
 from effc.pipeline.context import Context
 from effc.targets import get_target
 from effc.zoo import get
@@ -115,26 +115,56 @@ def test_no_float_conv_or_matmul_remains_in_the_tir():
     assert len(kinds) == 5 and set(kinds.values()) == {"integer"}, kinds
 
 
-def test_a_matmul_of_two_activations_stays_float_with_its_reason():
+@pytest.mark.tvm
+def test_a_matmul_of_two_activations_runs_integer_with_both_zero_points_and_onnxs_requantization():
+    """Q(matmul(DQ(a), DQ(b))) of two activations (attention's Q.K^T and P.V): (a - za) @ (b - zb) in int32, then
+    ONNX Runtime's requantization; bit for bit the QDQ graph's numbers (float products of small integers are
+    exact), a second operand that is float stays float with its reason."""
+    import tvm
     from tvm import relax
 
     from effc.backends.tvm.integer import lower_qdq
 
-    bb = relax.BlockBuilder()
-    a = relax.Var("a", relax.TensorType((2, 4), "uint8"))
-    b = relax.Var("b", relax.TensorType((4, 3), "uint8"))
-    scale, zero = relax.const(np.float32(0.1)), relax.const(np.uint8(3))
-    with bb.function("main", [a, b]):
-        with bb.dataflow():
-            fa = bb.emit(relax.op.dequantize(a, scale, zero))
-            fb = bb.emit(relax.op.dequantize(b, scale, zero))
-            out = bb.emit_output(bb.emit(relax.op.matmul(fa, fb)))
-        bb.emit_func_output(out)
-    before = bb.get()
-    after, islands = lower_qdq(before)
-    assert [i.to_json() for i in islands] == [{"op": "matmul", "shape": "4x3", "integer": False,
-                                               "detail": "its second operand is not a constant (a product of two activations)"}]
-    assert after.same_as(before)
+    def module(b_dtype: str):
+        bb = relax.BlockBuilder()
+        a = relax.Var("a", relax.TensorType((2, 3, 8), "uint8"))
+        b = relax.Var("b", relax.TensorType((2, 8, 5), b_dtype))
+        with bb.function("main", [a, b]):
+            with bb.dataflow():
+                fa = bb.emit(relax.op.dequantize(a, relax.const(np.float32(0.1)), relax.const(np.uint8(3))))
+                fb = b if b_dtype == "float32" else bb.emit(
+                    relax.op.dequantize(b, relax.const(np.float32(0.2)), relax.const(np.uint8(5))))
+                product = bb.emit(relax.op.matmul(fa, fb))
+                out = bb.emit_output(bb.emit(relax.op.quantize(product, relax.const(np.float32(0.35)),
+                                                               relax.const(np.uint8(128)), out_dtype="uint8")))
+            bb.emit_func_output(out)
+        return bb.get()
+
+    after, islands = lower_qdq(module("uint8"))
+    assert [i.to_json() for i in islands] == [{"op": "matmul", "shape": "2x8x5", "integer": True,
+                                               "detail": "requantize to uint8"}]
+    calls = {c.op.name for c in _calls(after["main"]) if hasattr(c.op, "name")}
+    assert "relax.dequantize" not in calls and "relax.quantize" not in calls
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 256, (2, 3, 8), dtype=np.uint8), rng.integers(0, 256, (2, 8, 5), dtype=np.uint8)
+    machine = relax.VirtualMachine(tvm.compile(after, target="llvm"), tvm.cpu())
+    ours = machine["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy()
+    acc = (a.astype(np.int64) - 3) @ (b.astype(np.int64) - 5)
+    multiplier = np.float32(np.float32(0.1) * np.float32(0.2)) / np.float32(0.35)
+    expected = np.clip(np.round(acc.astype(np.float32) * multiplier) + 128, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(ours, expected)
+
+    kept, islands = lower_qdq(module("float32"))
+    assert [i.to_json() for i in islands] == [{"op": "matmul", "shape": "2x8x5", "integer": False,
+                                               "detail": "its weight is float (not dequantized from int8)"}]
+
+
+def _calls(func) -> list:
+    from tvm import relax
+
+    found = []
+    relax.analysis.post_order_visit(func.body, lambda node: found.append(node) if isinstance(node, relax.Call) else None)
+    return found
 
 
 def test_quantized_model_is_recognised():
@@ -461,18 +491,25 @@ def _layer_norm_steps(model, feeds) -> np.ndarray:
 @pytest.mark.zoo
 def test_encoder_int8_on_x86_equals_onnxruntime_within_one_step(tmp_path):
     """The zoo's small transformer encoder (its output a LayerNorm of a quantized residual): integer matmuls on
-    x86; its outputs within what one step of that residual moves them, on at most 0.1% of outputs, against ORT on
-    effc's int8 model; the same argmax per token."""
+    x86, the attention's products of two activations too; its outputs within what one step of that residual moves
+    them, on at most 0.1% of outputs, against ORT running effc's int8 model as written (graph optimizations off:
+    the QDQ semantics). ORT's optimized session fuses the QDQ pairs into its own integer kernels, whose float
+    epilogues round differently (up to ~2 steps on <1% of outputs with GPTQ-rounded weights): against it, no more
+    outputs beyond one step than ORT's own two sessions disagree on, and the same argmax per token."""
     z = get("encoder")
     artifact = effc.compile(z.onnx_path, "x86", pipeline="int8", ctx=Context(calibration=CalibrationData.load(z.calib_path)),
                             out=tmp_path / "enc.effc", input_shapes={"input_ids": [1, 16]})
     islands = artifact.meta["integer_islands"]
     kept_float = [i for i in islands if not i["integer"]]  # attention's two activation products per layer
-    assert len(kept_float) <= len(islands) // 4 and all("product of two activations" in i["detail"] for i in kept_float)
+    assert not kept_float and len(islands) == 16
     quantized = artifact.passes.model
+    as_written = ort_session(quantized, optimize=False)
     for ids in np.load(z.eval_path)["input_ids"][:8]:
         feeds = {"input_ids": ids[None]}
-        ours, reference = artifact(**feeds)["hidden"], run_model(quantized, feeds)["hidden"]
-        off = np.abs(ours - reference) > _layer_norm_steps(quantized, feeds) * 1.001
+        ours, optimized = artifact(**feeds)["hidden"], run_model(quantized, feeds)["hidden"]
+        reference = run_session(as_written, feeds)["hidden"]
+        step = _layer_norm_steps(quantized, feeds) * 1.001
+        off = np.abs(ours - reference) > step
         assert off.mean() <= 0.001, f"{off.sum()} of {off.size} outputs differ by more than one step"
-        assert np.array_equal(ours.argmax(-1), reference.argmax(-1))
+        assert np.sum(np.abs(ours - optimized) > step) <= np.sum(np.abs(reference - optimized) > step) + off.size // 1000
+        assert np.array_equal(ours.argmax(-1), optimized.argmax(-1))

@@ -10,17 +10,20 @@ becomes:
     yq  = clip(round(float(acc) * (sx * sw[c] / sy)) + zy, lo, hi) ONNX Runtime's requantization (round half to
                                                                    even of one float multiply)
 
-so activations stay uint8/int8 between integer ops. Q(max_pool2d/reshape/...(DQ(xq))) at one scale and zero point
+so activations stay uint8/int8 between integer ops. A matmul of two per-tensor quantized activations (attention's
+Q.K^T and P.V) becomes `matmul(int32(aq) - za, int32(bq) - zb)`: both corrections depend on the data, so they are
+subtracted before the product rather than folded. Q(max_pool2d/reshape/...(DQ(xq))) at one scale and zero point
 becomes the op on xq itself (exact). An island that ends in float (a last Gemm) becomes
 `float(acc) * (sx * sw[c])` and its bias add stays float. Everything else (elementwise Q/DQ pairs, pooling, an
-Add of two quantized tensors, a matmul of two activations) is left as it is and, for convolutions and matmuls,
-reported as a float island with the reason.
+Add of two quantized tensors outside blocked islands) is left as it is and, for convolutions and matmuls, reported
+as a float island with the reason.
 
 The input: an IRModule whose `main` holds its weights as constants (see params.bind_params).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,6 +131,8 @@ class _Plan:
     sw: np.ndarray  # float32 per output channel
     bias: np.ndarray  # int32 per output channel (zeros if none)
     out: dict | None  # requantize to: {"scale", "zero", "dtype", "lo", "hi"}; None: float output
+    rhs: object = None  # a matmul of two activations: the second's quantized var (weight is None, sw its scale)
+    zr: int = 0  # ... and its zero point
 
 
 def _dequantized(bindings, expr):
@@ -162,7 +167,7 @@ def _weight_params(bindings, expr, axis_wanted: int):
     wq, scale, zero, axis = dq
     w, sw, zw = _const(wq), _const(scale), _const(zero)
     if w is None or sw is None or zw is None:
-        return "its second operand is not a constant (a product of two activations)"
+        return "its second operand is not a constant"
     if w.dtype != np.int8:
         return f"its weight is {w.dtype}"
     if np.any(zw != 0):
@@ -204,6 +209,12 @@ def _match_anchor(bindings, call):
                 weight = (np.ascontiguousarray(weight[0].T), weight[1])
         else:
             weight = _weight_params(bindings, rhs, -1)
+            second = _activation_params(bindings, rhs) if isinstance(weight, str) else None
+            if isinstance(second, tuple):
+                xq, sx, zx = activation
+                rq, sr, zr = second
+                return _Plan("matmul", call, xq, zx, sx, None, np.array([sr], np.float32), np.zeros(1, np.int64),
+                             None, rq, zr)
         if isinstance(weight, str):
             return "matmul", weight
         if weight[0].ndim != 2:
@@ -224,7 +235,7 @@ def _bias(bindings, expr, plan: _Plan) -> bool:
     if _op(value) == "relax.reshape":
         expr = value.args[0]
     dq = _dequantized(bindings, expr)
-    if dq is None:
+    if dq is None or plan.rhs is not None:
         return False
     bq, scale, zero = _const(dq[0]), _const(dq[1]), _const(dq[2])
     if bq is None or scale is None or zero is None or bq.dtype != np.int32 or np.any(zero != 0):
@@ -386,8 +397,9 @@ def _shape(call) -> str:
 # ---------------------------------------------------------------------------------------------------- rewrite
 
 
-def _integer_island(plan: _Plan, xq, emit, conv_kernel=None):
-    """The integer Relax expression of one plan reading the rewritten `xq`; `emit` binds each intermediate;
+def _integer_island(plan: _Plan, xq, emit, conv_kernel=None, rq=None):
+    """The integer Relax expression of one plan reading the rewritten `xq` (and `rq`, the rewritten second
+    activation of a product of two); `emit` binds each intermediate;
     `conv_kernel(xq)` gives the int32 convolution (or None: Relax's conv2d), NCHW or a blocked.Blocked. Returns
     (expression, lanes of its blocks or None for NCHW)."""
     from tvm import relax
@@ -412,6 +424,13 @@ def _integer_island(plan: _Plan, xq, emit, conv_kernel=None):
                                dilation=[int(d) for d in attrs.dilation], groups=int(attrs.groups), out_dtype="int32")
         acc = emit(acc)
         weight_sums = w.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
+    elif plan.rhs is not None:  # (a - za) @ (b - zb) on int32: both corrections depend on the data
+        lhs, rhs = (emit(op.astype(v, "int32")) for v in (xq, rq))
+        lhs = emit(op.subtract(lhs, relax.const(np.int32(plan.zx)))) if plan.zx else lhs
+        rhs = emit(op.subtract(rhs, relax.const(np.int32(plan.zr)))) if plan.zr else rhs
+        acc = emit(op.matmul(lhs, rhs, out_dtype="int32"))
+        weight_sums = np.zeros(1, np.int64)
+        plan = dataclasses.replace(plan, zx=0)
     else:
         acc = emit(op.matmul(xq, relax.const(w), out_dtype="int32"))
         weight_sums = w.astype(np.int64).sum(axis=0)
@@ -487,7 +506,8 @@ def _rewriter_class():
                 call = plan.call
                 value = self.builder_.normalize(relax.Call(call.op, [self.visit_expr(plan.xq), *(self.visit_expr(a) for a in call.args[1:])], call.attrs))
                 return self.bind(binding.var, value)
-            value, lanes = _integer_island(plan, self.visit_expr(plan.xq), self.emit, self.kernel(plan))
+            rq = self.visit_expr(plan.rhs) if plan.rhs is not None else None
+            value, lanes = _integer_island(plan, self.visit_expr(plan.xq), self.emit, self.kernel(plan), rq)
             if lanes is not None:
                 channels = plan.weight.shape[0]
                 return self.bind(binding.var, Blocked(self.emit(value, binding.var.name + "_blocked"), lanes, channels))
