@@ -250,15 +250,20 @@ def test_arm_dotprod_int8_convolutions_use_sdot_and_run_under_qemu_like_onnxrunt
 
 
 @pytest.mark.tvm
-def test_arm_i8mm_int8_convolutions_use_smmla(tmp_path):
+def test_arm_i8mm_int8_convolutions_use_smmla_and_run_under_qemu_like_onnxruntime(tmp_path):
     """A neoverse-n2 record has i8mm: digits' stride-1 convolutions (even output width) run `smmla`, 2 pixels x 2
-    channels x 8 inputs per instruction (machine code, not run)."""
+    channels x 8 inputs per instruction (machine code); the artifact runs under qemu-aarch64 (whose default CPU
+    has i8mm; one image) within one step of ORT."""
     z = get("digits")
-    effc.compile(z.onnx_path, "arm", cpu="neoverse-n2", pipeline="int8", out=tmp_path / "n2.effc",
-                 ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
+    artifact = effc.compile(z.onnx_path, "arm", cpu="neoverse-n2", pipeline="int8", out=tmp_path / "n2.effc",
+                            ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
     code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "n2.effc" / "model.so")],
                           capture_output=True, text=True, check=True).stdout
     assert "smmla" in code and "sdot" not in code
+    quantized, step = artifact.passes.model, _output_step(artifact.passes.model)
+    image = np.load(z.eval_path)["input"][1:2].astype(np.float32)
+    ours, reference = artifact(input=image)["logits"], run_model(quantized, {"input": image})["logits"]
+    assert np.all(np.abs(ours - reference) <= step * 1.001) and ours.argmax() == reference.argmax()
 
 
 def _mobile_block(tmp_path) -> str:

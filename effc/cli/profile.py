@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from effc.cli.common import human_bytes, json_option, print_json, stdout
+from effc.cli.common import human_bytes, human_count, json_option, print_json, stdout
 from effc.cli.run import rpc_option
 from effc.errors import EffcError
 
@@ -113,6 +113,9 @@ def profile_summary(profile) -> list[str]:
     emulated = " (emulated: these timings are not the board's)" if profile.emulated else ""
     lines = [f"end-to-end on {profile.where}{emulated}: median {lat.median_ms:.3f} ms (p10 {lat.p10_ms:.3f}, "
              f"p90 {lat.p90_ms:.3f}) over {lat.repeats} runs"]
+    if profile.instructions_per_call is not None:
+        lines.append(f"instructions per call on {profile.where}: {human_count(profile.instructions_per_call)} "
+                     "(counted by effc's qemu plugin on one thread; deterministic, not cycles)")
     if profile.kernel_total_ms is not None:
         within = f" of {profile.instrumented.median_ms:.3f} ms per instrumented run" if profile.instrumented else ""
         lines.append(f"kernels: {len(profile.kernels)}, {profile.kernel_total_ms:.3f} ms together{within}; VM builtins "

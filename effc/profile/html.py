@@ -33,6 +33,8 @@ def render_html(profile, top: int = 25) -> str:
              f"on {esc(profile.where)}"]
     if profile.emulated:
         facts.append("<b>emulated under qemu: these timings are not the board's</b>")
+    if profile.instructions_per_call is not None:
+        facts.append(f"{profile.instructions_per_call:,} instructions per call (counted under qemu, one thread)")
     if profile.kernel_total_ms is not None:
         facts.append(f"{len(profile.kernels)} kernels, {profile.kernel_total_ms:.3f} ms together; VM builtins {profile.builtin_ms:.3f} ms")
     if profile.weight_bytes is not None:

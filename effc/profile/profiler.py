@@ -51,6 +51,7 @@ class Profile:
     ort_latency: Latency | None = None
     ort_max_abs_diff: float | None = None
     ort_provider: str | None = None  # CUDAExecutionProvider beside a CUDA artifact where ORT has it, else the CPU one
+    instructions_per_call: int | None = None  # emulated runners that count them (qemu-aarch64): median of 3 calls
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -138,6 +139,9 @@ def profile_artifact(path: str | Path, *, repeat: int = 20, warmup: int = 3, rpc
     profile = Profile(str(path), meta["target"]["name"], artifact.runner.where, artifact.runner.emulated, latency, rows,
                       kernel_ms, builtin_ms, instrumented, coverage, meta.get("weight_bytes"),
                       meta.get("peak_activation_bytes"), fed)
+    counter = getattr(artifact.runner, "instructions_per_run", None)
+    if counter is not None:
+        profile.instructions_per_call = int(statistics.median(counter(artifact.ordered_inputs(feeds), runs=3)))
     if compare_ort:
         profile.ort_provider = _ort_provider(meta)
         session = ort_session(str(compare_ort), provider=profile.ort_provider)

@@ -63,7 +63,20 @@ class QemuRunner(Runner):
         return Timings(outputs, result["latency_s"], result.get("kernels_s"), result.get("sequence", []),
                        result.get("instrumented_s", []))
 
-    def _run(self, inputs: list[np.ndarray], request: dict) -> tuple[list[np.ndarray], dict]:
+    def instructions_per_run(self, inputs: list[np.ndarray], *, runs: int = 3) -> list[int]:
+        """aarch64 instructions each of `runs` calls of the model executed (after one untimed call), on one thread:
+        counted by effc's qemu plugin between marks around each call (qemu_icount)."""
+        from effc.runners import qemu_icount
+
+        with tempfile.TemporaryDirectory(prefix="effc-icount-") as tmp:
+            out_file = Path(tmp) / "marks"
+            self._run(inputs, {"repeat": runs, "warmup": 0, "marks": True}, qemu_icount.counting(self.prefix, out_file))
+            marks = qemu_icount.read_marks(out_file)
+        if len(marks) != 2 * runs:
+            raise EffcError(f"qemu-aarch64 noted {len(marks)} instruction-count marks, expected {2 * runs}")
+        return [end - start for start, end in zip(marks[::2], marks[1::2])]
+
+    def _run(self, inputs: list[np.ndarray], request: dict, prefix: list[str] | None = None) -> tuple[list[np.ndarray], dict]:
         with tempfile.TemporaryDirectory(prefix="effc-qemu-") as tmp:
             paths = {}
             for spec, value in zip(self.meta["inputs"], inputs):
@@ -72,7 +85,7 @@ class QemuRunner(Runner):
             request = {**request, "inputs": paths, "output_dir": os.path.join(tmp, "out")}
             with open(os.path.join(tmp, "request.json"), "w") as f:
                 json.dump(request, f)
-            done = subprocess.run([*self.prefix, vm_runner.__file__, str(self.folder.resolve()), os.path.join(tmp, "request.json")],
+            done = subprocess.run([*(prefix or self.prefix), vm_runner.__file__, str(self.folder.resolve()), os.path.join(tmp, "request.json")],
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 tail = (done.stderr.strip().splitlines() or ["no output"])[-1]

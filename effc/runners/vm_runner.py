@@ -2,7 +2,7 @@
 
 This file does not import effc, so it also runs under qemu-aarch64 with an aarch64 Python and on a board.
 As a script: `python vm_runner.py ARTIFACT_DIR REQUEST.json` where the request is
-  {"inputs": {name: "in.npy"}, "output_dir": "...", "repeat": 0, "warmup": 0, "kernels": false}
+  {"inputs": {name: "in.npy"}, "output_dir": "...", "repeat": 0, "warmup": 0, "kernels": false, "marks": false}
 (repeat > 0 also profiles: see VMRunner.profile)
 It writes one .npy per output into output_dir and prints a JSON result (timings) on its last stdout line.
 """
@@ -26,6 +26,17 @@ def use_all_cpus() -> None:
 
 
 use_all_cpus()
+
+COUNT_MARK = 0x6566_6663  # "effc": see effc/runners/qemu_icount.py
+
+
+def mark_instruction_count() -> None:
+    """Under qemu with effc's counting plugin: note the executed-instruction count here (a failing lseek the plugin
+    watches for); elsewhere a harmless failed syscall."""
+    try:
+        os.lseek(-1, COUNT_MARK, os.SEEK_SET)
+    except OSError:
+        pass
 
 
 class VMRunner:
@@ -81,7 +92,7 @@ class VMRunner:
         np.copyto(staging, array)
         return self.tvm.runtime.from_dlpack(staging)
 
-    def profile(self, inputs: list[np.ndarray], repeat: int, warmup: int, kernels: bool) -> dict:
+    def profile(self, inputs: list[np.ndarray], repeat: int, warmup: int, kernels: bool, marks: bool = False) -> dict:
         """Timed runs: "latency_s" (seconds per plain call of `main`) and, with `kernels`, "kernels_s" (seconds per
         called function summed per run), "sequence" (call order in one run) and "instrumented_s" (seconds of each of those
         instrumented runs, which the kernel times add up to less the callbacks' cost). All plain runs come first: an
@@ -100,9 +111,13 @@ class VMRunner:
             main(*args, *self.params)
         latency = []
         for _ in range(repeat):
+            if marks:
+                mark_instruction_count()
             start = time.perf_counter()
             main(*args, *self.params)
             latency.append(time.perf_counter() - start)
+            if marks:
+                mark_instruction_count()
         state = {"start": 0.0, "run": {}, "sequence": []}
 
         def instrument(func, symbol, before, ret, *rest):
@@ -162,8 +177,8 @@ def main(argv: list[str]) -> int:
     os.makedirs(request["output_dir"], exist_ok=True)
     for spec, value in zip(meta["outputs"], outputs):
         np.save(os.path.join(request["output_dir"], spec["file"]), value)
-    result = runner.profile(inputs, request["repeat"], request.get("warmup", 1), request.get("kernels", False)) \
-        if request.get("repeat") else {}
+    result = runner.profile(inputs, request["repeat"], request.get("warmup", 1), request.get("kernels", False),
+                            request.get("marks", False)) if request.get("repeat") else {}
     print(json.dumps(result))
     return 0
 
