@@ -16,7 +16,7 @@ sudo=""
 if command -v apt-get >/dev/null 2>&1; then
   $sudo apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm fonts-dejavu-core fonts-liberation fonts-freefont-ttf >/dev/null
+    gcc libc6-dev gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm fonts-dejavu-core fonts-liberation fonts-freefont-ttf >/dev/null
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
