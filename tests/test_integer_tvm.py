@@ -266,6 +266,30 @@ def test_arm_i8mm_int8_convolutions_use_smmla_and_run_under_qemu_like_onnxruntim
     assert np.all(np.abs(ours - reference) <= step * 1.001) and ours.argmax() == reference.argmax()
 
 
+@pytest.mark.tvm
+def test_nchw_integer_depthwise_on_a_plane_7_wide_compiles_and_runs_under_qemu_like_onnxruntime(tmp_path):
+    """i8mm targets keep NCHW activations, so depthwise convs take the NCHW integer kernel, whose row tile is the
+    largest divisor of the width up to the lanes: 1 for MobileNetV2's 7x7 stage (its schedule crashed there)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3], group=16),
+             helper.make_node("Relu", ["c"], ["y"])]
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (16, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 16).astype(np.float32), "b")]
+    graph = helper.make_graph(nodes, "dw7", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 7, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 7, 7])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "dw7.onnx")
+    calibration = CalibrationData({"x": rng.normal(0, 1, (8, 16, 7, 7)).astype(np.float32)})
+    artifact = effc.compile(tmp_path / "dw7.onnx", "arm", cpu="neoverse-n2", pipeline="int8",
+                            ctx=Context(calibration=calibration), out=tmp_path / "dw7.effc")
+    assert [i["integer"] for i in artifact.meta["integer_islands"]] == [True]
+    quantized, x = artifact.passes.model, rng.normal(0, 1, (1, 16, 7, 7)).astype(np.float32)
+    ours, reference = artifact(x=x)["y"], run_model(quantized, {"x": x})["y"]
+    assert np.all(np.abs(ours - reference) <= float(_output_step(quantized).max()) * 1.001)
+
+
 def _mobile_block(tmp_path) -> str:
     """A MobileNet-style block as an ONNX file: depthwise 3x3 (16 channels) -> Clip(0, 6) -> pointwise 1x1 to 24 (not a whole
     number of 16-lane vectors)."""

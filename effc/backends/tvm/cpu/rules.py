@@ -322,6 +322,8 @@ def _unroll_tile_writer(sch, writer, anchor) -> None:
     unrolled (a loop over the tile would index the accumulators and keep them out of registers)."""
     loops = sch.get_loops(writer)
     depth = next(i for i, loop in enumerate(loops) if sch.get_sref(loop).same_as(sch.get_sref(anchor)))
+    if depth + 1 == len(loops):  # a tile one element wide (a row width with no divisor up to the lanes): no loop
+        return
     *tile, lane = loops[depth + 1:]
     sch.vectorize(lane)
     for loop in tile:
