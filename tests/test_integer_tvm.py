@@ -559,3 +559,42 @@ def test_gemms_with_padded_inputs_and_outputs_equal_onnxruntime(tmp_path):
     for x in rng.normal(0, 1, (4, 3, 30)).astype(np.float32):
         ours, reference = artifact(x=x)["y"], run_model(quantized, {"x": x})["y"]
         assert np.all(np.abs(ours - reference) <= step[None, :] * 1.001), np.abs(ours - reference) / step
+
+
+def _resized_input(path, folder, shape) -> str:
+    """A copy of the ONNX model at `path` whose one input has `shape` (the zoo's fixes 224x224), its inferred shapes
+    dropped."""
+    import onnx
+
+    model = onnx.load(path)
+    for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, shape):
+        dim.dim_value = value
+    del model.graph.value_info[:]
+    for output in model.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    out = str(folder / "resized.onnx")
+    onnx.save(model, out)
+    return out
+
+
+@pytest.mark.tvm
+@pytest.mark.zoo
+def test_resnet18_int8_at_64x64_on_x86_equals_onnxruntime_within_one_step(tmp_path):
+    """ResNet-18 int8 for x86 at 1x3x64x64 (its input pinned; calibration and eval images center-cropped): every
+    conv and the Gemm integer, the logits within one step of ORT on effc's int8 model on at most 0.1% of outputs,
+    the same top-1."""
+    z = get("resnet18")
+    crop = (slice(None), slice(None), slice(80, 144), slice(80, 144))
+    with np.load(z.calib_path) as calib:
+        calibration = CalibrationData({"input": calib["input"][crop].astype(np.float32)})
+    artifact = effc.compile(_resized_input(z.onnx_path, tmp_path, [1, 3, 64, 64]), "x86", pipeline="int8",
+                            ctx=Context(calibration=calibration), out=tmp_path / "r18.effc")
+    assert all(i["integer"] for i in artifact.meta["integer_islands"]), artifact.meta["integer_islands"]
+    quantized = artifact.passes.model
+    step = _output_step(quantized)
+    x = np.load(z.eval_path)["input"][:4][crop].astype(np.float32)
+    ours = np.concatenate([artifact(input=x[i:i + 1])["logits"] for i in range(len(x))])
+    reference = np.concatenate([run_model(quantized, {"input": x[i:i + 1]})["logits"] for i in range(len(x))])
+    off = np.abs(ours - reference) > step[None, :] * 1.001
+    assert off.mean() <= 0.001, f"{off.sum()} of {off.size} outputs differ by more than one step"
+    assert np.array_equal(ours.argmax(axis=1), reference.argmax(axis=1))
