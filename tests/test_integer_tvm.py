@@ -199,8 +199,8 @@ def test_digits_int8_for_arm_runs_signed_integer_under_qemu_like_onnxruntime(tmp
 
 @pytest.mark.tvm
 def test_x86_int8_convolutions_run_vpdpbusd(built):
-    """The host record has AVX-512 VNNI: the convolutions' inner product is `vpdpbusd` (checked in the library's
-    machine code; objdump comes with the compilers the test command installs)."""
+    """The host record has AVX-512 VNNI: the inner product of the convolutions and of the Gemms is `vpdpbusd`
+    (checked in the library's machine code; objdump comes with the compilers the test command installs)."""
     folder, _, _ = built
     meta = json.loads((folder / "int8.effc" / "effc.json").read_text())
     if "avx512_vnni" not in meta["target"]["isa"]["int8_dot"]:
@@ -208,6 +208,8 @@ def test_x86_int8_convolutions_run_vpdpbusd(built):
     code = subprocess.run(["objdump", "-d", str(folder / "int8.effc" / "model.so")], capture_output=True, text=True,
                           check=True).stdout
     assert "vpdpbusd" in code
+    matmuls = [text for name, text in _machine_code_by_function(code).items() if "matmul" in name]
+    assert matmuls and all("vpdpbusd" in text for text in matmuls)  # the Gemms too
     float_code = subprocess.run(["objdump", "-d", str(folder / "float.effc" / "model.so")], capture_output=True,
                                 text=True, check=True).stdout
     assert "vpdpbusd" not in float_code
@@ -252,18 +254,31 @@ def test_arm_dotprod_int8_convolutions_use_sdot_and_run_under_qemu_like_onnxrunt
 @pytest.mark.tvm
 def test_arm_i8mm_int8_convolutions_use_smmla_and_run_under_qemu_like_onnxruntime(tmp_path):
     """A neoverse-n2 record has i8mm: digits' stride-1 convolutions (even output width) run `smmla`, 2 pixels x 2
-    channels x 8 inputs per instruction (machine code); the artifact runs under qemu-aarch64 (whose default CPU
-    has i8mm; one image) within one step of ORT."""
+    channels x 8 inputs per instruction, its Gemms (one row each) `sdot` (machine code); the artifact runs under
+    qemu-aarch64 (whose default CPU has i8mm; one image) within one step of ORT."""
     z = get("digits")
     artifact = effc.compile(z.onnx_path, "arm", cpu="neoverse-n2", pipeline="int8", out=tmp_path / "n2.effc",
                             ctx=Context(calibration=CalibrationData.load(z.calib_path)), input_shapes={"input": SHAPE})
     code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "n2.effc" / "model.so")],
                           capture_output=True, text=True, check=True).stdout
-    assert "smmla" in code and "sdot" not in code
+    functions = _machine_code_by_function(code)
+    convs = [text for name, text in functions.items() if "conv2d" in name]
+    matmuls = [text for name, text in functions.items() if "matmul" in name]
+    assert convs and all("sdot" not in text for text in convs) and "smmla" in code
+    assert matmuls and all("sdot" in text for text in matmuls)  # the Gemms: dotprod's one-row dot, not smmla's pairs
     quantized, step = artifact.passes.model, _output_step(artifact.passes.model)
     image = np.load(z.eval_path)["input"][1:2].astype(np.float32)
     ours, reference = artifact(input=image)["logits"], run_model(quantized, {"input": image})["logits"]
     assert np.all(np.abs(ours - reference) <= step * 1.001) and ours.argmax() == reference.argmax()
+
+
+def _machine_code_by_function(code: str) -> dict[str, str]:
+    """objdump -d output -> {kernel symbol: its disassembly}, without the FFI wrappers (`__tvm_ffi_<kernel>`, which
+    only unpack arguments and call `<kernel>_compute_`)."""
+    import re
+
+    parts = re.split(r"^[0-9a-f]+ <([^>]+)>:$", code, flags=re.M)
+    return {name: text for name, text in zip(parts[1::2], parts[2::2]) if not name.startswith("__")}
 
 
 @pytest.mark.tvm
@@ -529,8 +544,12 @@ def test_encoder_int8_on_x86_equals_onnxruntime_within_one_step(tmp_path):
     artifact = effc.compile(z.onnx_path, "x86", pipeline="int8", ctx=Context(calibration=CalibrationData.load(z.calib_path)),
                             out=tmp_path / "enc.effc", input_shapes={"input_ids": [1, 16]})
     islands = artifact.meta["integer_islands"]
-    kept_float = [i for i in islands if not i["integer"]]  # attention's two activation products per layer
+    kept_float = [i for i in islands if not i["integer"]]
     assert not kept_float and len(islands) == 16
+    code = subprocess.run(["objdump", "-d", str(tmp_path / "enc.effc" / "model.so")], capture_output=True, text=True,
+                          check=True).stdout
+    if "avx512_vnni" in artifact.meta["target"]["isa"]["int8_dot"]:
+        assert "vpdpbusd" in code  # no convolutions here: the weight matmuls' inner product
     quantized = artifact.passes.model
     as_written = ort_session(quantized, optimize=False)
     for ids in np.load(z.eval_path)["input_ids"][:8]:
@@ -542,6 +561,71 @@ def test_encoder_int8_on_x86_equals_onnxruntime_within_one_step(tmp_path):
         assert off.mean() <= 0.001, f"{off.sum()} of {off.size} outputs differ by more than one step"
         assert np.sum(np.abs(ours - optimized) > step) <= np.sum(np.abs(reference - optimized) > step) + off.size // 1000
         assert np.array_equal(ours.argmax(-1), optimized.argmax(-1))
+
+
+@pytest.mark.parametrize("target, cpu, intrinsic", [("x86", "icelake-server", "llvm.x86.avx512.vpdpbusd.512"),
+                                                    ("x86", "haswell", "llvm.x86.avx2.pmadd.ub.sw"),
+                                                    ("arm", "cortex-a76", "llvm.aarch64.neon.sdot"),
+                                                    ("arm", None, "llvm.aarch64.neon.smull")])
+def test_digits_gemms_run_on_the_dot_instruction_of_the_isa(target, cpu, intrinsic):
+    """Both Gemms of digits (64 -> 10 with a float output, 512 -> 64 requantized) become integer.dense kernels over
+    weights packed [N/lanes, K/4, lanes, 4], scheduled by `int8-dot-matmul` with the convolutions' intrinsic and
+    their epilogue fused (checked in the scheduled TIR)."""
+    from tvm import s_tir
+
+    from effc.backends.tvm.cpu.rules import choose_schedule
+    from effc.backends.tvm.integer import dense
+
+    mod = _integer_tasks(target, cpu)
+    isa = get_target(target, cpu).isa
+    matmuls = [f for g, f in mod.functions_items() if "matmul" in g.name_hint]
+    assert len(matmuls) == 2, [g.name_hint for g, _ in mod.functions_items()]
+    for func in matmuls:
+        unscheduled = s_tir.Schedule(func)
+        product = next(b for b in unscheduled.get_child_blocks(unscheduled.get_sblock("root"))
+                       if unscheduled.get(b).name_hint.startswith(dense.DENSE_BLOCK))
+        weights = [r.source for r in unscheduled.get(product).reads if str(r.source.dtype) == "int8"][-1:]
+        assert [len(w.shape) for w in weights] == [4]
+        rule, sch = choose_schedule(func, isa)
+        script = sch.mod.script()
+        assert rule == "int8-dot-matmul" and intrinsic in script, (rule, script[:2000])
+        assert dense.UNPACK_BLOCK in script and not any(f'sblock("{b}' in script for b in ("compute", "T_"))  # epilogue fused
+
+
+def _two_gemms(tmp_path) -> str:
+    """Gemm 30 -> 20 (K no multiple of 4), Relu, Gemm 20 -> 5 (N less than a vector), as an ONNX file, 3 rows."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (20, 30)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 20).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (5, 20)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 5).astype(np.float32), "b2")]
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], "fc1", transB=1),
+             helper.make_node("Relu", ["h"], ["r"], "relu"),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], "fc2", transB=1)]
+    graph = helper.make_graph(nodes, "gemms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 30])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])], inits)
+    path = str(tmp_path / "gemms.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.tvm
+def test_gemms_with_padded_inputs_and_outputs_equal_onnxruntime(tmp_path):
+    """K = 30 (activations padded to 32 inside the kernel, zero weights there) and N = 5 (one partial vector): the
+    dot-product matmuls give ORT's outputs on the int8 model within one step."""
+    rng = np.random.default_rng(5)
+    calibration = CalibrationData({"x": rng.normal(0, 1, (8, 3, 30)).astype(np.float32)})
+    artifact = effc.compile(_two_gemms(tmp_path), "x86", pipeline="int8", ctx=Context(calibration=calibration),
+                            out=tmp_path / "g.effc")
+    assert [i["integer"] for i in artifact.meta["integer_islands"]] == [True, True], artifact.meta["integer_islands"]
+    quantized, step = artifact.passes.model, _output_step(artifact.passes.model)
+    for x in rng.normal(0, 1, (4, 3, 30)).astype(np.float32):
+        ours, reference = artifact(x=x)["y"], run_model(quantized, {"x": x})["y"]
+        assert np.all(np.abs(ours - reference) <= step[None, :] * 1.001), np.abs(ours - reference) / step
+
 
 
 @pytest.mark.tvm

@@ -1,7 +1,7 @@
 """MetaSchedule tuning into a persistent database that `effc compile` applies (`--db`, `--tune`).
 
-The tasks are the fused PrimFuncs that the target's lowering makes (`task_passes`), so their structural hashes are what
-`MetaScheduleApplyDatabase` looks up during compile. Per run:
+The tasks are the fused PrimFuncs that the target's lowering makes (`task_passes`; for an int8 model after its integer
+rewrite), so their structural hashes are what `MetaScheduleApplyDatabase` looks up during compile. Per run:
 1. Extract the tasks; skip those the database already covers (a workload is tuned once, ever) and those with fewer
    than `min_flops` FLOPs (data movement, tiny kernels); order the rest by expected gain, FLOPs x calls.
 2. Seed: build each task's default schedule (the lowering's `default_schedule`, or the unscheduled function
@@ -95,18 +95,24 @@ class TuneReport:
 
 def extract_tasks(model, target):
     """(ExtractedTask list, tvm target) of `model` (effc IR) for `target` (effc Target): the PrimFuncs after the
-    lowering's `task_passes`, as compile sees them."""
+    lowering's `task_passes`, as compile sees them (an int8 model's after the lowering's integer rewrite, as
+    TVMBackend.compile runs it)."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
     from effc.backends.tvm import get_lowering
+    from effc.backends.tvm.backend import is_quantized
     from effc.backends.tvm.frontend import fold_constants, import_relax
 
-    mod, _params = import_relax(fold_constants(model))
+    lowering = get_lowering(target)
+    integer = hasattr(lowering, "lower_integer") and is_quantized(model)
+    mod, params = import_relax(fold_constants(model, dequantize_weights=not integer))
+    if integer:
+        mod, _values, _report = lowering.lower_integer(mod, params.get("main", []), target)
     # MetaSchedule needs the core count in the target; the workloads (PrimFuncs) do not depend on it
     tvm_target = tvm.target.Target({**target.tvm, "num-cores": ms.utils.cpu_count(logical=False)})
     with tvm_target:
-        mod = tvm.transform.Sequential(get_lowering(target).task_passes(target))(mod)
+        mod = tvm.transform.Sequential(lowering.task_passes(target))(mod)
     return list(ms.relax_integration.extract_tasks(mod, tvm_target)), tvm_target
 
 
@@ -279,7 +285,10 @@ def tune(model, target, db_dir: str | Path, *, trials: int | None = None, second
     report = TuneReport(str(db_dir), target.name, budget_trials=trials, budget_seconds=seconds, runner=runner_text)
     extracted, tvm_target = extract_tasks(model, target)
     if target.device == "cpu":
+        from effc.backends.tvm.integer.dot import register_for_metaschedule
+
         _import_cpu_intrinsics()
+        register_for_metaschedule()  # after TVM's registry: MetaSchedule's VNNI candidates take effc's implementation
 
     todo = []
     for task in extracted:

@@ -24,13 +24,15 @@ def lower_integer(mod, params: list, target: Target):
     effc.json: `integer_islands`, one entry per conv2d/matmul saying whether it runs integer and what or why not).
     Weights the rewrite keeps int8 stay int8 in the params. Convolutions take the integer kernel the target's
     ISA has (integer.dot), depthwise ones integer.depthwise; a conv neither computes stays float and is reported
-    (integer.selection)."""
-    from effc.backends.tvm.integer import bind_params, lift_constants, lower_qdq
+    (integer.selection). Matmuls over constant weights take the same dot instructions where one fits
+    (integer.dense), else TVM's int32 matmul."""
+    from effc.backends.tvm.integer import bind_params, dense, dot, lift_constants, lower_qdq
     from effc.backends.tvm.integer.selection import blocked_kernels, conv_kernels
 
     kernel, float_reason = conv_kernels(target)
     mod, islands = lower_qdq(bind_params(mod, params), conv_kernel=kernel, float_reason=float_reason,
                              blocked_kernel=blocked_kernels(target))
+    mod = dense.rewrite_matmuls(mod, dot.instructions_for(target.isa))
     mod, values = lift_constants(mod)
     return mod, values, {"integer_islands": [island.to_json() for island in islands]}
 

@@ -594,10 +594,42 @@ def _schedule_int8_depthwise(sch, lanes: int, registers: int) -> None:
     sch.decompose_reduction(conv, ry)
 
 
+def _schedule_int8_dot_matmul(sch, lanes: int, registers: int) -> None:
+    """effc.backends.tvm.integer.dense's matmul: a tile of rows x up to 4 vectors of int32 accumulators, one
+    dot-product instruction (`vpdpbusd`, `sdot`) per row, vector and 4 inputs; the requantization folded into the
+    unpacking write after it."""
+    from effc.backends.tvm.integer import dense, dot
+
+    mm = _find(sch, lambda name: name.startswith(dense.DENSE_BLOCK))
+    unpack = _find(sch, lambda name: name == dense.UNPACK_BLOCK)
+    keep = [mm, unpack, *_blocks_named(sch, dense.PACK_DATA_BLOCK)]
+    key = _name(sch, mm)[len(dense.DENSE_BLOCK):]
+    _inline_elementwise(sch, keep=keep)
+    *lead, nb, ni, rk, ri = sch.get_loops(mm)
+    if not lead:
+        raise RuleMismatch
+    extents = _extents(sch, [*lead, nb, ni, rk, ri])
+    # several vectors of outputs per tile: each broadcast activation word then feeds as many instructions
+    vectors, rows = _blocked_tile(extents[-4], extents[-5], registers - MIN_SPARE_REGISTERS)
+    row_outer, row_inner = sch.split(lead[-1], [None, rows])
+    nb_outer, nb_inner = sch.split(nb, [None, vectors])
+    sch.reorder(*lead[:-1], row_outer, nb_outer, rk, row_inner, nb_inner, ni, ri)
+    _parallel_outer(sch, [*lead[:-1], row_outer, nb_outer], _product(extents) // dot.IN_BLOCK)
+    sch.decompose_reduction(mm, rk)
+    sch.unroll(row_inner)
+    sch.unroll(nb_inner)
+    sch.tensorize(ni, dot.register_intrinsic(key))
+    for pack in keep[2:]:
+        sch.vectorize(sch.get_loops(pack)[-1])
+    _fold_epilogue(sch, unpack, lanes)
+    _parallel_outer(sch, sch.get_loops(unpack)[:-1], _product(extents))
+
+
 RULES = (
     ("int8-blocked-dot-conv", _schedule_int8_blocked_dot_conv),
     ("int8-dot-conv", _schedule_int8_dot_conv),
     ("int8-depthwise", _schedule_int8_depthwise),
+    ("int8-dot-matmul", _schedule_int8_dot_matmul),
     ("blocked-conv", _schedule_blocked_conv),
     ("blocked-depthwise", _schedule_blocked_depthwise),
     ("pointwise-conv", _schedule_pointwise_conv),

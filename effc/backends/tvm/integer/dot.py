@@ -74,10 +74,21 @@ def instruction_named(key: str) -> DotInstruction:
     return next(i for i in INSTRUCTIONS if i.key == key)
 
 
+# MetaSchedule's x86 rules (MultiLevelTilingWithIntrin on an avx512vnni target) look the VNNI intrinsic up by this
+# name; TVM registers it with the implementation its LLVM 22 rejects, so tuning registers effc's under it.
+METASCHEDULE_VNNI = "dot_16x4_vnni"
+
+
+def register_for_metaschedule() -> None:
+    """Registers effc's VNNI dot under MetaSchedule's name for it (after tvm.s_tir.tensor_intrin is imported, which
+    registers TVM's own): tuned integer kernels then tensorize with an implementation that builds."""
+    register_intrinsic.__wrapped__("vnni", METASCHEDULE_VNNI)
+
+
 @functools.cache
-def register_intrinsic(key: str) -> str:
-    """Registers the tensor intrinsic of instruction `key` (once per process; a tuning worker needs it too) and
-    returns its name."""
+def register_intrinsic(key: str, name: str | None = None) -> str:
+    """Registers the tensor intrinsic of instruction `key` (once per process; a tuning worker needs it too) under
+    `name` (default effc's own) and returns the name."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
@@ -107,7 +118,7 @@ def register_intrinsic(key: str) -> str:
             T.writes(c[0:lanes])
             c[T.ramp(T.int32(0), 1, lanes)] = step(a, b, c)
 
-    name = f"effc_dot_{lanes}x4_{key}"
+    name = name or f"effc_dot_{lanes}x4_{key}"
     TensorIntrin.register(name, desc, impl, override=True)
     return name
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-PRODUCT_BLOCKS = ("conv", "matmul", "dense", "effc_conv")
+PRODUCT_BLOCKS = ("conv", "matmul", "dense", "effc_conv", "effc_dense")
 
 
 def kernel_arithmetic(mod) -> dict[str, str]:
