@@ -43,6 +43,28 @@ def run_model(model: Model | onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -
     return run_session(ort_session(model), feeds)
 
 
+def uint8_activation_twin(model: Model) -> Model:
+    """The int8 QDQ `model` with its int8 activations as uint8 (zero points + 128, weights untouched): the same
+    numbers exactly. ONNX Runtime's x86 provider runs every quantized conv of the twin on its integer kernels,
+    where for int8 activations it leaves some (depthwise ones) as float convs over dequantized values, which round
+    differently: the twin is the integer reference for a signed (ARM) build."""
+    import onnx_graphsurgeon as gs
+
+    twin = model.copy()
+    for node in twin.graph.nodes:
+        if node.op not in ("QuantizeLinear", "DequantizeLinear") or len(node.inputs) < 3:
+            continue
+        if node.op == "DequantizeLinear" and isinstance(node.inputs[0], gs.Constant):
+            continue  # a weight
+        zero = node.inputs[2]
+        if isinstance(zero, gs.Constant) and zero.values.dtype == np.int8:
+            node.inputs[2] = gs.Constant(zero.name + "_uint8", np.asarray(zero.values.astype(np.int16) + 128, np.uint8))
+    for tensor in twin.graph.tensors().values():
+        if isinstance(tensor, gs.Variable) and tensor.dtype == np.int8:
+            tensor.dtype = np.uint8
+    return twin
+
+
 def random_inputs(specs: Iterable[TensorSpec], *, seed: int = 0, dim_value: int = 1) -> dict[str, np.ndarray]:
     """Inputs of the right shapes and dtypes; symbolic dims take `dim_value`; integer inputs stay small (safe as indices)."""
     rng = np.random.default_rng(seed)
