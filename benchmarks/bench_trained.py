@@ -2,7 +2,7 @@
 detector (rapidocr_onnxruntime wheel, rendered text in held-out fonts), the glyph classifier (glyphs_vgg: the VGG-style
 CNN trained here on rendered 32x32 glyphs, tested on held-out fonts) and digits.
 
-Run from the repository root: `python benchmarks/bench_trained.py [--models ocr_rec,digits] [--lines 60]`.
+Run from the repository root: `python benchmarks/bench_trained.py [--models ocr_rec,digits] [--lines 150]`.
 For each effc pipeline and for ONNX Runtime's quantize_static (per-channel QDQ, u8 activations / s8 weights, each
 calibrator): the model's own quality metric and its drop against float (points), the .onnx file size, and the
 latency on ONNX Runtime's CPU provider (2 threads, interleaved medians, ratio to float: < 1 is faster).
@@ -124,7 +124,7 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--lines", type=int, default=60, help="evaluation lines for the recogniser and classifier")
+    parser.add_argument("--lines", type=int, default=150, help="evaluation lines for the recogniser and classifier (all: 150)")
     args = parser.parse_args()
     print(f"# bench_trained {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
           f"{platform.processor() or platform.machine()}, Python {sys.version.split()[0]}", flush=True)

@@ -20,7 +20,7 @@ from effc.errors import EffcError
 
 DEFAULTS: dict[str, list] = {
     "prune.ratio": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
-    "cluster.k": [0, 256, 64, 16],  # below 16 the indices take 4 bits all the same (no 2-bit storage)
+    "cluster.k": [0, 256, 64, 16, 4],  # 8-, 4- and 2-bit indices
     "cluster.scope": ["tensor", "channel"],
     "int8.enabled": [False, True],
     "int8.calibrator": ["percentile", "entropy", "minmax"],

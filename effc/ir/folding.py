@@ -8,6 +8,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
 from effc.ir import Model
+from effc.ir.model import repack_narrow_constants
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -45,6 +46,7 @@ def _evaluate(chain: list[gs.Node], tensor: gs.Variable, opset: int) -> np.ndarr
     order = {id(n): i for i, n in enumerate(chain)}
     sub = gs.Graph(nodes=sorted(chain, key=lambda n: order[id(n)]), inputs=[], outputs=[tensor], opset=opset)
     sub.toposort()
+    repack_narrow_constants(sub)
     proto = gs.export_onnx(sub, do_type_check=False)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, {})[0]

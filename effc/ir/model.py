@@ -76,7 +76,7 @@ class Model:
     def to_proto(self, *, portable: bool = False) -> onnx.ModelProto:
         """The model as ONNX. `portable`: for a file or an ONNX Runtime session, with the declared input dims back
         where ORT rejects the pinned ones (see `declared_input_dims`)."""
-        _repack_4bit_constants(self.graph)
+        repack_narrow_constants(self.graph)
         proto = gs.export_onnx(self.graph, do_type_check=False)
         # Intermediate shapes are derived data (every consumer infers them) and not free: in a saved file they add
         # bytes, and ONNX Runtime takes them as licence for fusions that can be slower (on the encoder, Add +
@@ -91,6 +91,7 @@ class Model:
 
     def copy(self) -> "Model":
         copied = Model(self.graph.copy(), self.metadata, self.source)
+        repack_narrow_constants(copied.graph)  # passes that touch constants leave unpacked 2/4-bit arrays behind
         copied.declared_input_dims = dict(self.declared_input_dims)
         return copied
 
@@ -167,13 +168,14 @@ def _drop_value_info(graph: onnx.GraphProto) -> None:
                 _drop_value_info(sub)
 
 
-def _repack_4bit_constants(graph: gs.Graph) -> None:
-    """gs exports loaded 4-bit arrays one byte per value; hand it ONNX's packed tensor instead (cluster indices)."""
+def repack_narrow_constants(graph: gs.Graph) -> None:
+    """gs exports 2- and 4-bit arrays one byte per value, a tensor ONNX Runtime rejects (so graphsurgeon's constant
+    folding quietly leaves cluster decoders unfolded); hand it ONNX's packed tensor instead."""
     from onnx_graphsurgeon.ir.tensor import LazyValues
 
     for tensor in graph.tensors().values():
         if isinstance(tensor, gs.Constant) and not isinstance(tensor._values, LazyValues) and tensor.dtype.itemsize == 1 \
-                and tensor.dtype.name in ("uint4", "int4"):
+                and tensor.dtype.name in ("uint4", "int4", "uint2", "int2"):
             tensor.values = LazyValues(onnx.numpy_helper.from_array(tensor.values, tensor.name))
 
 

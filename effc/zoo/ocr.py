@@ -21,9 +21,9 @@ _WHEEL_FILES = {"ocr_rec": "ch_PP-OCRv4_rec_infer.onnx", "ocr_cls": "ch_ppocr_mo
 INPUT_NAME = "x"
 REC_SHAPE, CLS_SHAPE, DET_PAGE = (48, 320), (48, 192), (384, 512)
 # (calibration, evaluation) sample counts; pages for the detector.
-COUNTS = {"ocr_rec": (48, 150), "ocr_cls": (48, 150), "ocr_det": (8, 24)}
+COUNTS = {"ocr_rec": (48, 150), "ocr_cls": (48, 150), "ocr_det": (8, 48)}
 CALIB_SEED, EVAL_SEED = 11, 12
-DATA_VERSION = "2"  # bump when rendering changes (2: calibration files hold the model input only)
+DATA_VERSION = "3"  # bump when rendering changes (2: calibration files hold the model input only; 3: 48 eval pages)
 DET_THRESHOLD, DET_BOX_THRESHOLD, DET_UNCLIP = 0.3, 0.5, 1.6
 
 

@@ -16,7 +16,7 @@ from effc.ir import Model
 from effc.ir.folding import fold_batchnorm, fold_weight_subgraphs
 from effc.passes.cluster.kmeans import Init, Solver, kmeans_1d
 from effc.passes.cluster.refine import ClusteredWeight, refine, set_bias
-from effc.passes.cluster.storage import decode_weights, index_dtype, raise_opset, write_decoder
+from effc.passes.cluster.storage import channel_codebooks, decode_weights, index_dtype, index_opset, raise_opset, write_decoder
 from effc.pipeline.pass_base import Pass, PassResult, register_pass
 
 __all__ = ["Cluster", "decode_weights"]
@@ -27,13 +27,15 @@ RANDOM_CALIBRATION_SAMPLES = 8
 
 @register_pass
 class Cluster(Pass):
-    """Share weights through a k-entry codebook per tensor or output channel; the file stores 4/8-bit indices.
+    """Share weights through a k-entry codebook per tensor or output channel; the file stores 2/4/8-bit indices.
 
     Weights of Conv/ConvTranspose/Gemm/MatMul with at least min_size values are clustered by 1-D k-means
-    (kmeans.py) and stored as a float codebook plus UINT4 (k <= 16; the model is converted to opset 21) or UINT8
-    indices, decoded in the graph by Cast -> [Add] -> Gather, which ONNX Runtime folds at session start. Weights
-    computed from constants (a transposed MatMul weight) are folded first, and so is BatchNorm after a Conv
-    (fold_bn=true: four floats per channel become one bias). A second cluster pass changes nothing.
+    (kmeans.py) and stored as a codebook (float32 shared, float16 per channel) plus UINT2 (k <= 4; the model is
+    converted to opset 25), UINT4 (k <= 16; opset 21) or UINT8 indices, decoded in the graph by
+    Cast -> [Add] -> Gather [-> Cast], which ONNX Runtime folds at session start. scope=auto gives a weight one
+    codebook per output channel when a shared one leaves the weight (max_error) or any live channel
+    (max_channel_error) too far off. Weights computed from constants (a transposed MatMul weight) are folded
+    first, and so is BatchNorm after a Conv (fold_bn=true: four floats per channel become one bias). A second cluster pass changes nothing.
     reconstruct=true refits each codebook and the layer's bias on calibration data to minimise the layer's output
     error (refused without calibration unless random calibration was allowed). Orders: prune then cluster, and
     cluster then int8 (codebooks are snapped to the int8 grid and the scales recorded in
@@ -46,11 +48,13 @@ class Cluster(Pass):
 
     @dataclass
     class Options:
-        k: int = field(default=16, metadata={"help": "codebook entries (2..256); <= 16 stores 4-bit indices"})
+        k: int = field(default=16, metadata={"help": "codebook entries (2..256); <= 4 stores 2-bit indices, <= 16 4-bit"})
         scope: Literal["auto", "tensor", "channel"] = field(default="auto", metadata={
             "help": "one codebook per weight or per output channel; auto: per weight unless a channel exceeds max_channel_error"})
         max_channel_error: float = field(default=0.3, metadata={
             "help": "scope=auto: largest relative L2 error of an output channel a shared codebook may leave"})
+        max_error: float = field(default=0.05, metadata={
+            "help": "scope=auto: largest relative L2 error of the whole weight a shared codebook may leave"})
         init: Init = field(default="kmeans++", metadata={"help": "k-means starting centres"})
         min_size: int = field(default=1024, metadata={"help": "weights with fewer values stay float"})
         exclude: tuple[str, ...] = field(default=(), metadata={"help": "node names or op types left alone"})
@@ -88,7 +92,7 @@ class Cluster(Pass):
         snap = "int8" in ctx.upcoming
         if opts.fold_bn or snap:  # int8 would fold BatchNorm into the decoded weight later, off the grid we snap to
             folded += fold_batchnorm(model)
-        raised = opts.k <= 16 and raise_opset(model)
+        raised = index_opset(opts.k) is not None and raise_opset(model, index_opset(opts.k))
         layers = eligible_layers(model, opts.min_size, opts.exclude)  # again: raising the opset rebuilt the graph
         reference = model.copy()
         clustered = []
@@ -105,7 +109,7 @@ class Cluster(Pass):
         report = []
         for layer in clustered:
             scales = _snap_to_int8(layer, int8_weight_qmax(ctx.isa())) if snap else None
-            decoded = _store(model, layer, index_dtype(opts.k, allow_4bit=model.opset >= 21))
+            decoded = _store(model, layer, index_dtype(opts.k, model.opset), scales)
             if scales is not None:
                 model.metadata[WEIGHT_SCALE_KEY + decoded.name] = json.dumps([float(s) for s in scales])
             report.append(_layer_report(layer, decoded.name))
@@ -149,10 +153,11 @@ def _cluster(node: gs.Node, opts, seed: int) -> ClusteredWeight | None:
         return _cluster_per_channel(node, weight, axis, opts, seed)
     codebook, indices = kmeans_1d(weight, opts.k, opts.init, seed=seed, solver=opts.solver)
     shared = ClusteredWeight(node, weight, _pad(codebook, opts.k), indices, axis)
-    if opts.scope == "tensor" or weight.ndim < 2 or worst_channel_error(shared) <= opts.max_channel_error:
+    if opts.scope == "tensor" or weight.ndim < 2 or (worst_channel_error(shared) <= opts.max_channel_error
+                                                      and relative_error(shared) <= opts.max_error):
         return shared
     channels = weight.shape[axis]
-    if channels * opts.k * 4 + weight.size * (4 if opts.k <= 16 else 8) / 8 >= weight.nbytes:
+    if channels * (2 * opts.k + 4) + weight.size * index_bits(opts.k) / 8 >= weight.nbytes:  # fp16 codebooks, offsets
         return None
     return _cluster_per_channel(node, weight, axis, opts, seed)
 
@@ -174,6 +179,17 @@ def worst_channel_error(layer: ClusteredWeight, negligible: float = 0.01) -> flo
     if not live.any():
         return 0.0
     return float((np.linalg.norm(rows - decoded, axis=1)[live] / norms[live]).max())
+
+
+def relative_error(layer: ClusteredWeight) -> float:
+    """||w - decoded|| / ||w|| over the whole weight."""
+    weight = layer.weight.astype(np.float64)
+    norm = np.linalg.norm(weight)
+    return float(np.linalg.norm(weight - layer.decoded()) / norm) if norm > 0 else 0.0
+
+
+def index_bits(k: int) -> int:
+    return 2 if k <= 4 else 4 if k <= 16 else 8
 
 
 def _pad(codebook: np.ndarray, k: int) -> np.ndarray:
@@ -202,9 +218,16 @@ def _snap_to_int8(layer: ClusteredWeight, qmax: int) -> np.ndarray:
     return scales if layer.per_channel else np.repeat(scales, channels)
 
 
-def _store(model: Model, layer: ClusteredWeight, dtype: np.dtype) -> gs.Variable:
+def _store(model: Model, layer: ClusteredWeight, dtype: np.dtype, int8_scales: np.ndarray | None) -> gs.Variable:
+    """Write the layer's decoder; per-channel codebooks go to float16, or to int8 values and the int8 grid's scales
+    when they were snapped to it (so the stored weight is exactly the snapped one); layer.codebook becomes what is
+    stored."""
     node = layer.node
-    decoded = write_decoder(model, node.inputs[1].name, layer.codebook, layer.indices, layer.axis, dtype)
+    codebook, scales = layer.codebook, None
+    if layer.per_channel:
+        codebook, scales = channel_codebooks(layer.codebook, int8_scales)
+        layer.codebook = codebook.astype(np.float32) * (1.0 if scales is None else scales[:, None])
+    decoded = write_decoder(model, node.inputs[1].name, codebook, layer.indices, layer.axis, dtype, scales)
     node.inputs[1] = decoded
     if layer.bias is not None:
         set_bias(model, node, layer.bias)
