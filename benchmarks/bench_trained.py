@@ -101,8 +101,6 @@ def run_model(name: str, lines: int, folder: Path) -> list[dict]:
     from bench_int8 import ort_quantize  # imported here: bench_int8 imports this module
     from bench_prune import interleaved_latency
 
-
-
     entry = zoo_entry(name)
     data = evaluation(name, lines)
     float_score = score(name, entry.onnx_path, data)
