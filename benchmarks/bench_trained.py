@@ -7,6 +7,8 @@ For each effc pipeline and for ONNX Runtime's quantize_static (per-channel QDQ, 
 calibrator): the model's own quality metric and its drop against float (points), the .onnx file size, and the
 latency on ONNX Runtime's CPU provider (2 threads, interleaved medians, ratio to float: < 1 is faster).
 Calibration is the model's calibration split (other fonts for OCR).
+bench_int8, bench_prune and bench_cluster import zoo_entry, evaluation, score, latency_feed and the quality_*
+helpers from here for their trained-model quality columns.
 """
 
 from __future__ import annotations
