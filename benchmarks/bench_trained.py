@@ -7,6 +7,8 @@ For each effc pipeline and for ONNX Runtime's quantize_static (per-channel QDQ, 
 calibrator): the model's own quality metric and its drop against float (points), the .onnx file size, and the
 latency on ONNX Runtime's CPU provider (2 threads, interleaved medians, ratio to float: < 1 is faster).
 Calibration is the model's calibration split (other fonts for OCR).
+bench_int8, bench_prune and bench_cluster import zoo_entry, evaluation, score, latency_feed and the quality_*
+helpers from here for their trained-model quality columns.
 """
 
 from __future__ import annotations
@@ -20,13 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_int8 import ort_quantize
-from bench_prune import interleaved_latency
 
 import effc
 from effc.calib import CalibrationData
 from effc.errors import EffcError
-from effc.ir import load_model
+from effc.ir import Model, load_model
 from effc.onnx_runtime import ort_session
 from effc.zoo import get, ocr, vgg
 
@@ -37,6 +37,10 @@ SPECS = ("int8", "int8(rounding=nearest)", "int8(calibrator=entropy)", "prune(ra
 ORT_METHODS = ("MinMax", "Percentile", "Entropy")
 METRIC = {"ocr_rec": "char_accuracy", "ocr_cls": "accuracy", "ocr_det": "recall", "digits": "accuracy",
           "glyphs_vgg": "accuracy"}
+# bench_int8, bench_prune and bench_cluster score these by METRIC; their other models (resnet18, mobilenetv2,
+# encoder) have random weights, so agreement with float is all their rows can say
+RANDOM_NOTE = "random weights: drift only, not accuracy"
+REC_LINES = 60  # the recogniser's default evaluation lines in those benchmarks (the slow one); ocr_cls: all 150
 
 
 def zoo_entry(name: str):
@@ -45,7 +49,8 @@ def zoo_entry(name: str):
     return ocr.get(name) if name in ocr.OCR_NAMES else get(name)
 
 
-def evaluation(name: str, lines: int) -> dict:
+def evaluation(name: str, lines: int | None) -> dict:
+    """The evaluation split's arrays; the recogniser and classifier cut to `lines` (None: all)."""
     entry = zoo_entry(name)
     data = dict(np.load(entry.eval_path))
     if name in ("ocr_rec", "ocr_cls"):
@@ -53,8 +58,9 @@ def evaluation(name: str, lines: int) -> dict:
     return data
 
 
-def score(name: str, path: Path, data: dict) -> float:
-    session = ort_session(load_model(path))
+def score(name: str, model, data: dict) -> float:
+    """`name`'s METRIC on `data`; `model`: an .onnx path, ModelProto, bytes or effc Model."""
+    session = ort_session(model if isinstance(model, Model) else load_model(model))
     input_name = session.get_inputs()[0].name
     if name in LABELLED:
         logits = session.run(None, {input_name: data["input"]})[0]
@@ -63,12 +69,40 @@ def score(name: str, path: Path, data: dict) -> float:
     return scores[METRIC[name]]
 
 
+def input_key(name: str) -> str:
+    return "input" if name in LABELLED else ocr.INPUT_NAME
+
+
 def latency_feed(name: str, data: dict) -> dict:
-    key = "input" if name in LABELLED else ocr.INPUT_NAME
+    key = input_key(name)
     return {key: np.ascontiguousarray(data[key][:1])}
 
 
+def trained_quality(name: str, model, data: dict, float_score: float) -> dict:
+    """The row fields of a trained model's quality: metric, float and candidate score, drop in points (+ = worse)."""
+    value = score(name, model, data)
+    return {"metric": METRIC[name], "float_score": float_score, "score": value, "drop": 100 * (float_score - value)}
+
+
+def quality_cells(row: dict) -> str:
+    """Three table cells: metric, float → candidate, drop in points; the random-weight note for untrained models."""
+    if "metric" not in row:
+        return f"{RANDOM_NOTE} | - | -"
+    return (f"{row['metric']} | {100 * row['float_score']:.1f}% → {100 * row['score']:.1f}% | "
+            f"{row['drop']:+.1f}")
+
+
+def quality_note(name: str, data: dict | None = None) -> str:
+    """What `name`'s quality cells mean (the benchmarks print one line per model above their tables)."""
+    if name not in METRIC:
+        return f"- {name}: {RANDOM_NOTE} (its rows are for latency and size)"
+    return f"- {name}: {METRIC[name]} on {len(data[input_key(name)])} held-out samples, drop = float - candidate"
+
+
 def run_model(name: str, lines: int, folder: Path) -> list[dict]:
+    from bench_int8 import ort_quantize  # imported here: bench_int8 imports this module
+    from bench_prune import interleaved_latency
+
     entry = zoo_entry(name)
     data = evaluation(name, lines)
     float_score = score(name, entry.onnx_path, data)
