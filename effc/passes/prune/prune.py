@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from effc.analysis.channel_groups import ChannelGroup, dependency_groups
 from effc.analysis.layer_inputs import intermediate_session
@@ -38,8 +39,9 @@ class Prune(Pass):
     importance threshold (scope=global), or removes as many MACs as the uniform ratio would with per-group ratios
     chosen by measured sensitivity (scope=sensitivity: each group's output drift pruned alone at 25/50/75%,
     then a greedy least-drift-per-MAC allocation; one model run per group and level); per_layer={layer:ratio} names groups by a layer that produces them (then
-    only those are pruned unless ratio is also given). reconstruct=true (the default) needs calibration data
-    and refuses without it; with reconstruct=false and a weight criterion (l1, l2, bn_gamma) none is needed.
+    only those are pruned unless ratio is also given). reconstruct=true (the default) refits by least squares
+    every linear layer from the first that lost input channels on (refit=all) or only those (refit=consumers)
+    to reproduce the unpruned model's outputs; it needs calibration data and refuses without it; with reconstruct=false and a weight criterion (l1, l2, bn_gamma) none is needed.
     analyze=true leaves the model unchanged and reports per-group drift at several ratios plus a per-layer
     allocation that removes target_macs of the MACs with the least drift.
     """
@@ -56,6 +58,9 @@ class Prune(Pass):
             "help": "one ratio per group, one threshold for all, or ratios by measured sensitivity (same MACs)"})
         round_to: int = field(default=8, metadata={"help": "kept channel counts are multiples of this"})
         reconstruct: bool = field(default=True, metadata={"help": "refit the following layers on calibration data"})
+        refit: Literal["all", "consumers"] = field(default="all", metadata={
+            "help": "layers reconstruct refits: every linear layer from the first pruned one on (it also corrects "
+                    "the drift that reaches unpruned layers), or only those that lost input channels"})
         protect: tuple[str, ...] = field(default=(), metadata={"help": "layers that keep all their channels"})
         analyze: bool = field(default=False, metadata={"help": "report sensitivity and an allocation; change nothing"})
         target_macs: float = field(default=0.5, metadata={"help": "analyze: fraction of MACs the allocation removes"})
@@ -122,7 +127,7 @@ class Prune(Pass):
         model.infer_shapes()
         refits = []
         if o.reconstruct:
-            layers = sorted({n.name for g in prunable if g.id in drops for n in g.consumers})
+            layers = _refit_scope(model, prunable, drops, kept_outputs, o.refit)
             refits = refit_layers(original, model, layers, kept_outputs, feeds, ctx)
         after = model_stats(model)
         stats = {"groups": len(prunable), "groups_pruned": len(drops),
@@ -195,6 +200,19 @@ def _kept_outputs(groups: list[ChannelGroup], drops) -> dict[str, np.ndarray]:
                 if member.role == "producer" and member.input_index == 1 and group.id in drops:
                     kept[node.name] -= set(group.channel_indices(member, drops[group.id]).tolist())
     return {name: np.array(sorted(channels)) for name, channels in kept.items()}
+
+
+def _refit_scope(model: Model, groups: list[ChannelGroup], drops, kept_outputs: dict, scope: str) -> list[str]:
+    """Names of the layers to refit; with scope "all", kept_outputs gains every layer it did not list (all kept)."""
+    consumers = {n.name for g in groups if g.id in drops for n in g.consumers}
+    if scope == "consumers":
+        return sorted(consumers)
+    order = [n for n in model.graph.nodes if n.op in ("Conv", "Gemm", "MatMul") and len(n.inputs) > 1
+             and isinstance(n.inputs[1], gs.Constant)]
+    first = next((i for i, n in enumerate(order) if n.name in consumers), len(order))
+    for node in order[first:]:
+        kept_outputs.setdefault(node.name, np.arange(node.inputs[1].shape[output_axis(node)]))
+    return [n.name for n in order[first:]]
 
 
 def _channel_means(model: Model, groups: list[ChannelGroup], feeds) -> dict[str, np.ndarray]:
