@@ -162,3 +162,27 @@ def test_a_microcontroller_search_measures_flash_ram_and_emulated_instructions(t
 def test_flash_and_ram_objectives_need_a_microcontroller_target(tmp_path):
     result = CliRunner().invoke(cli, [*_search_args(tmp_path / "out", "--trials", "2"), "--objective", "flash"])
     assert result.exit_code == 2 and "microcontroller" in result.stderr, result.output
+
+
+def test_the_space_has_per_group_prune_ratios_and_int8_float_fallbacks():
+    """prune.scope=sensitivity (ratios per group from the measured sensitivity) and int8.accuracy_budget (layers
+    fall back to float) are dimensions; each is asked only where it matters, and the spec they make runs."""
+    import optuna
+
+    from effc.autosearch.space import SearchSpace
+    from effc.calib import CalibrationData
+    from effc.ir import load_model
+
+    space = SearchSpace()
+    params = {"prune.ratio": 0.3, "prune.scope": "sensitivity", "cluster.k": 4, "cluster.scope": "auto",
+              "int8.enabled": True, "int8.calibrator": "minmax", "int8.accuracy_budget": 0.01}
+    config = space.suggest(optuna.trial.FixedTrial(params))
+    assert config == params
+    spec = space.spec(config)
+    assert spec == "default,prune(ratio=0.3,scope=sensitivity),cluster(k=4,scope=auto),int8(calibrator=minmax,accuracy_budget=0.01)"
+    assert space.spec(space.suggest(optuna.trial.FixedTrial({"prune.ratio": 0.0, "cluster.k": 0, "int8.enabled": True,
+                                                              "int8.calibrator": "percentile", "int8.accuracy_budget": 0.0}))) \
+        == "default,int8(calibrator=percentile)"
+    ctx = effc.Context(calibration=CalibrationData.load(DIGITS.calib_path))
+    effc.optimize(load_model(DIGITS.onnx_path), spec, ctx)
+    assert ctx.reports["prune"]["allocation"] and "layers" in ctx.reports["int8"]

@@ -2,9 +2,11 @@
 a choice makes (`effc compile --passes SPEC` reproduces a point exactly).
 
 Dimensions (each a list of choices; a TOML recipe's `[search]` table restricts or extends them):
-  prune.ratio       uniform channel ratio (0: no pruning), with least-squares reconstruction
-  cluster.k         codebook size (0: no clustering), cluster.scope tensor|channel
-  int8.enabled      int8 QDQ on or off, int8.calibrator its range method
+  prune.ratio       channel ratio (0: no pruning), with least-squares reconstruction; prune.scope uniform (every
+                    group that ratio) or sensitivity (per-group ratios from the measured sensitivity, same MACs)
+  cluster.k         codebook size (0: no clustering), cluster.scope tensor|channel|auto
+  int8.enabled      int8 QDQ on or off, int8.calibrator its range method, int8.accuracy_budget the top-1 agreement
+                    loss its sensitivity report may spend before layers fall back to float (0: none fall back)
   precision         fp32 or fp16 (only where the target computes in float16; never together with int8)
 The order is the one the passes declare: prune, then cluster (which snaps its codebooks to the int8 grid when int8
 follows), then int8 or fp16; strip-names last when the objectives include size.
@@ -20,10 +22,12 @@ from effc.errors import EffcError
 
 DEFAULTS: dict[str, list] = {
     "prune.ratio": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+    "prune.scope": ["uniform", "sensitivity"],
     "cluster.k": [0, 256, 64, 16, 4],  # 8-, 4- and 2-bit indices
-    "cluster.scope": ["tensor", "channel"],
+    "cluster.scope": ["tensor", "channel", "auto"],
     "int8.enabled": [False, True],
     "int8.calibrator": ["percentile", "entropy", "minmax"],
+    "int8.accuracy_budget": [0.0, 0.01],
     "precision": ["fp32"],
 }
 
@@ -91,13 +95,16 @@ class SearchSpace:
     def suggest(self, trial) -> dict:
         """A configuration from an Optuna trial; conditional dimensions are only asked where they matter."""
         d = self.dimensions
-        config = {"prune.ratio": trial.suggest_categorical("prune.ratio", d["prune.ratio"]),
-                  "cluster.k": trial.suggest_categorical("cluster.k", d["cluster.k"])}
+        config = {"prune.ratio": trial.suggest_categorical("prune.ratio", d["prune.ratio"])}
+        if config["prune.ratio"]:
+            config["prune.scope"] = trial.suggest_categorical("prune.scope", d["prune.scope"])
+        config["cluster.k"] = trial.suggest_categorical("cluster.k", d["cluster.k"])
         if config["cluster.k"]:
             config["cluster.scope"] = trial.suggest_categorical("cluster.scope", d["cluster.scope"])
         config["int8.enabled"] = trial.suggest_categorical("int8.enabled", d["int8.enabled"])
         if config["int8.enabled"]:
             config["int8.calibrator"] = trial.suggest_categorical("int8.calibrator", d["int8.calibrator"])
+            config["int8.accuracy_budget"] = trial.suggest_categorical("int8.accuracy_budget", d["int8.accuracy_budget"])
         elif len(d["precision"]) > 1:
             config["precision"] = trial.suggest_categorical("precision", d["precision"])
         return config
@@ -105,11 +112,14 @@ class SearchSpace:
     def spec(self, config: dict) -> str:
         steps = ["default"]
         if config.get("prune.ratio"):
-            steps.append(f"prune(ratio={config['prune.ratio']:g})")
+            scope = config.get("prune.scope", "uniform")
+            steps.append(f"prune(ratio={config['prune.ratio']:g}" + ("" if scope == "uniform" else f",scope={scope}") + ")")
         if config.get("cluster.k"):
             steps.append(f"cluster(k={config['cluster.k']},scope={config.get('cluster.scope', 'tensor')})")
         if config.get("int8.enabled"):
-            steps.append(f"int8(calibrator={config.get('int8.calibrator', 'percentile')})")
+            budget = config.get("int8.accuracy_budget") or 0
+            steps.append(f"int8(calibrator={config.get('int8.calibrator', 'percentile')}"
+                         + (f",accuracy_budget={budget:g})" if budget else ")"))
         elif config.get("precision") == "fp16":
             steps.append("fp16")
         if self.strip_names:
