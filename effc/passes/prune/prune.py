@@ -26,6 +26,7 @@ from effc.passes.prune.plan import (
     removed_params,
     weight_importance,
 )
+from effc.passes.prune.obs import reconstruction_importance
 from effc.passes.prune.refit import refit_layers
 from effc.passes.prune.sensitivity import analyze_sensitivity, sensitivity_ratios
 from effc.pipeline.pass_base import Pass, PassResult, register_pass
@@ -53,7 +54,8 @@ class Prune(Pass):
     class Options:
         ratio: float = field(default=0.5, metadata={"help": "fraction of each group's channels to remove"})
         per_layer: dict[str, float] | None = field(default=None, metadata={"help": "ratios by layer name, e.g. {conv1:0.3}"})
-        criterion: Literal["l1", "l2", "bn_gamma", "activation"] = field(default="l1", metadata={"help": "channel importance"})
+        criterion: Literal["l1", "l2", "bn_gamma", "activation", "reconstruction"] = field(default="l1", metadata={
+            "help": "channel importance; reconstruction: what the least-squares refit cannot recover (obs.py)"})
         scope: Literal["uniform", "global", "sensitivity"] = field(default="uniform", metadata={
             "help": "one ratio per group, one threshold for all, or ratios by measured sensitivity (same MACs)"})
         round_to: int = field(default=8, metadata={"help": "kept channel counts are multiples of this"})
@@ -89,7 +91,8 @@ class Prune(Pass):
         o = self.options
         flags = (("analyze=true", o.analyze), ("scope=sensitivity", o.scope == "sensitivity"),
                  ("reconstruct=true", o.reconstruct and not o.analyze),
-                 ("criterion=activation", o.criterion == "activation"))
+                 ("criterion=activation", o.criterion == "activation"),
+                 ("criterion=reconstruction", o.criterion == "reconstruction"))
         return [why for why, needed in flags if needed]
 
     def run(self, model: Model, ctx) -> PassResult:
@@ -102,7 +105,8 @@ class Prune(Pass):
         prunable = [g for g in groups if g.blocked is None]
         feeds = self._feeds(work, ctx) if self._calibration_needs() else []
         means = _channel_means(work, prunable, feeds) if o.criterion == "activation" and prunable else {}
-        scores = {g.id: self._importance(g, means, ctx) for g in prunable}
+        surgeon = reconstruction_importance(work, prunable, feeds, ctx.seed) if o.criterion == "reconstruction" else {}
+        scores = {g.id: surgeon[g.id] if g.id in surgeon else self._importance(g, means, ctx) for g in prunable}
         blocked = [{"group": g.name, "channels": g.size, "reason": g.blocked} for g in groups if g.blocked]
         if o.analyze:
             report = analyze_sensitivity(work, prunable, scores, feeds, round_to=o.round_to, target=o.target_macs, ctx=ctx)
@@ -160,6 +164,8 @@ class Prune(Pass):
             criterion = "l1"
         if criterion == "activation":
             return activation_importance(group, channel_means)
+        if criterion == "reconstruction":  # a group whose consumers cannot all be refitted
+            criterion = "l1"
         return weight_importance(group, criterion)
 
     def _ratios(self, model: Model, prunable: list[ChannelGroup]) -> tuple[dict[int, float], float | None]:

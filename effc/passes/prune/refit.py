@@ -80,9 +80,10 @@ def _reference_rows(original: Model, layers: Sequence[gs.Node], kept_outputs, fe
             if node.op == "Conv":
                 positions = sample_positions(y.shape, rows[node.name], rng)
                 picked = y[positions[:, 0], :, positions[:, 1], positions[:, 2]]
-            else:
-                positions = rng.choice(len(y), size=min(rows[node.name], len(y)), replace=False)
-                picked = y[positions]
+            else:  # a MatMul of a [batch, tokens, features] activation: rows are batch x tokens
+                flat = y.reshape(-1, y.shape[-1])
+                positions = rng.choice(len(flat), size=min(rows[node.name], len(flat)), replace=False)
+                picked = flat[positions]
             targets[node.name].append((positions, picked[:, kept_outputs[node.name]]))
     return targets
 
@@ -92,7 +93,7 @@ def _inputs_at(node: gs.Node, x: np.ndarray, positions: np.ndarray) -> np.ndarra
     if node.op == "Conv":
         kernel, strides, pads, dilations = conv_geometry(node)
         return conv_patches(x, kernel, strides, pads, dilations, positions)
-    return x[positions]
+    return x.reshape(-1, x.shape[-1])[positions]
 
 
 def _linear_form(node: gs.Node) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float]]:
