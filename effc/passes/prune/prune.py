@@ -42,7 +42,9 @@ class Prune(Pass):
     then a greedy least-drift-per-MAC allocation; one model run per group and level); per_layer={layer:ratio} names groups by a layer that produces them (then
     only those are pruned unless ratio is also given). reconstruct=true (the default) refits by least squares
     every linear layer from the first that lost input channels on (refit=all) or only those (refit=consumers)
-    to reproduce the unpruned model's outputs; it needs calibration data and refuses without it; with reconstruct=false and a weight criterion (l1, l2, bn_gamma) none is needed.
+    to reproduce the unpruned model's outputs; it needs calibration data and refuses without it; with
+    reconstruct=false and a weight criterion (l1, l2, bn_gamma) none is needed. Channels are chosen by what the
+    refit cannot rebuild (criterion=reconstruction, the default with reconstruct=true; l1 without it).
     analyze=true leaves the model unchanged and reports per-group drift at several ratios plus a per-layer
     allocation that removes target_macs of the MACs with the least drift.
     """
@@ -54,8 +56,9 @@ class Prune(Pass):
     class Options:
         ratio: float = field(default=0.5, metadata={"help": "fraction of each group's channels to remove"})
         per_layer: dict[str, float] | None = field(default=None, metadata={"help": "ratios by layer name, e.g. {conv1:0.3}"})
-        criterion: Literal["l1", "l2", "bn_gamma", "activation", "reconstruction"] = field(default="l1", metadata={
-            "help": "channel importance; reconstruction: what the least-squares refit cannot recover (obs.py)"})
+        criterion: Literal["auto", "l1", "l2", "bn_gamma", "activation", "reconstruction"] = field(default="auto", metadata={
+            "help": "channel importance; reconstruction: what the least-squares refit cannot recover (obs.py); "
+                    "auto: reconstruction when reconstruct=true, else l1"})
         scope: Literal["uniform", "global", "sensitivity"] = field(default="uniform", metadata={
             "help": "one ratio per group, one threshold for all, or ratios by measured sensitivity (same MACs)"})
         round_to: int = field(default=8, metadata={"help": "kept channel counts are multiples of this"})
@@ -104,8 +107,9 @@ class Prune(Pass):
         _check_layer_names(work, groups, o)
         prunable = [g for g in groups if g.blocked is None]
         feeds = self._feeds(work, ctx) if self._calibration_needs() else []
-        means = _channel_means(work, prunable, feeds) if o.criterion == "activation" and prunable else {}
-        surgeon = reconstruction_importance(work, prunable, feeds, ctx.seed) if o.criterion == "reconstruction" else {}
+        criterion = self._criterion()
+        means = _channel_means(work, prunable, feeds) if criterion == "activation" and prunable else {}
+        surgeon = reconstruction_importance(work, prunable, feeds, ctx.seed) if criterion == "reconstruction" else {}
         scores = {g.id: surgeon[g.id] if g.id in surgeon else self._importance(g, means, ctx) for g in prunable}
         blocked = [{"group": g.name, "channels": g.size, "reason": g.blocked} for g in groups if g.blocked]
         if o.analyze:
@@ -154,8 +158,14 @@ class Prune(Pass):
             ctx.warn("prune: using random calibration data; reconstruction and activation ranking will not match real inputs")
         return list(data.batches(specs, limit=self.options.samples))
 
+    def _criterion(self) -> str:
+        o = self.options
+        if o.criterion == "auto":
+            return "reconstruction" if o.reconstruct else "l1"
+        return o.criterion
+
     def _importance(self, group: ChannelGroup, channel_means, ctx) -> np.ndarray:
-        criterion = self.options.criterion
+        criterion = self._criterion()
         if criterion == "bn_gamma":
             scores = gamma_importance(group)
             if scores is not None:
