@@ -16,7 +16,8 @@ from effc.ir import Model
 from effc.ir.folding import fold_batchnorm, fold_weight_subgraphs
 from effc.passes.cluster.kmeans import Init, Solver, kmeans_1d
 from effc.passes.cluster.refine import ClusteredWeight, refine, set_bias
-from effc.passes.cluster.storage import channel_codebooks, decode_weights, index_dtype, index_opset, raise_opset, write_decoder
+from effc.passes.cluster.storage import (channel_codebooks, decode_weights, index_bits, index_dtype, index_opset, raise_opset,
+                                         write_decoder)
 from effc.pipeline.pass_base import Pass, PassResult, register_pass
 
 __all__ = ["Cluster", "decode_weights"]
@@ -35,7 +36,8 @@ class Cluster(Pass):
     Cast -> [Add] -> Gather [-> Cast], which ONNX Runtime folds at session start. scope=auto gives a weight one
     codebook per output channel when a shared one leaves the weight (max_error) or any live channel
     (max_channel_error) too far off. Weights computed from constants (a transposed MatMul weight) are folded
-    first, and so is BatchNorm after a Conv (fold_bn=true: four floats per channel become one bias). A second cluster pass changes nothing.
+    first, and so is BatchNorm after a Conv (fold_bn=true: four floats per channel become one bias). A second
+    cluster pass changes nothing.
     reconstruct=true refits each codebook and the layer's bias on calibration data to minimise the layer's output
     error (refused without calibration unless random calibration was allowed). Orders: prune then cluster, and
     cluster then int8 (codebooks are snapped to the int8 grid and the scales recorded in
@@ -186,10 +188,6 @@ def relative_error(layer: ClusteredWeight) -> float:
     weight = layer.weight.astype(np.float64)
     norm = np.linalg.norm(weight)
     return float(np.linalg.norm(weight - layer.decoded()) / norm) if norm > 0 else 0.0
-
-
-def index_bits(k: int) -> int:
-    return 2 if k <= 4 else 4 if k <= 16 else 8
 
 
 def _pad(codebook: np.ndarray, k: int) -> np.ndarray:

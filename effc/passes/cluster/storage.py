@@ -28,6 +28,11 @@ def index_opset(k: int) -> int | None:
     return UINT2_OPSET if k <= 4 else UINT4_OPSET if k <= 16 else None
 
 
+def index_bits(k: int) -> int:
+    """Bits per index in the narrowest type for k entries (the one index_opset(k) reads)."""
+    return 2 if k <= 4 else 4 if k <= 16 else 8
+
+
 def index_dtype(k: int, opset: int) -> np.dtype:
     """The narrowest index type for a codebook of k entries that Cast reads at `opset`."""
     if k <= 4 and opset >= UINT2_OPSET:

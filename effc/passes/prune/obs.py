@@ -20,7 +20,7 @@ from effc.analysis.channel_groups import ChannelGroup
 from effc.analysis.layer_inputs import intermediate_session, sample_input_rows
 from effc.analysis.least_squares import rows_to_sample
 from effc.ir import Model
-from effc.passes.prune.refit import refittable
+from effc.passes.prune.refit import linear_form, refittable
 
 DAMP = 1e-3  # relative to the mean diagonal of H
 MAX_FEATURES = 4096  # consumers with more input features are left out (H^-1 updates grow with features^2)
@@ -48,17 +48,23 @@ def consumer_blocks(group: ChannelGroup, node: gs.Node) -> list[np.ndarray] | No
 
 def reconstruction_importance(model: Model, groups: list[ChannelGroup], feeds, seed: int) -> dict[int, np.ndarray]:
     """Scores (higher = keep) for the groups whose consumers can all be refitted; the others are left out."""
+    weights: dict[str, np.ndarray] = {}  # each consumer's weight as [features, outputs], built once
     plans = {}
     for group in groups:
         consumers = group.consumers
         blocks = [consumer_blocks(group, node) for node in consumers]
-        if consumers and all(b is not None for b in blocks) and all(_features(n) <= MAX_FEATURES for n in consumers):
+        if not consumers or any(b is None for b in blocks):
+            continue
+        for node in consumers:
+            if node.name not in weights:
+                weights[node.name] = linear_form(node)[0]
+        if all(len(weights[n.name]) <= MAX_FEATURES for n in consumers):
             plans[group.id] = list(zip(consumers, blocks))
     if not plans or not feeds:
         return {}
     nodes = {id(n): n for plan in plans.values() for n, _ in plan}
-    hessians = _hessians(model, list(nodes.values()), feeds, seed)
-    return {gid: _greedy_order([(hessians[n.name], _weight_matrix(n), b) for n, b in plan], len(plan[0][1]))
+    hessians = _hessians(model, list(nodes.values()), {name: len(w) for name, w in weights.items()}, feeds, seed)
+    return {gid: _greedy_order([(hessians[n.name], weights[n.name], b) for n, b in plan], len(plan[0][1]))
             for gid, plan in plans.items()}
 
 
@@ -102,11 +108,11 @@ def _remove(hinv: np.ndarray, w: np.ndarray, block: np.ndarray) -> tuple[np.ndar
     return hinv, w
 
 
-def _hessians(model: Model, nodes: list[gs.Node], feeds, seed: int) -> dict[str, np.ndarray]:
+def _hessians(model: Model, nodes: list[gs.Node], features: dict[str, int], feeds, seed: int) -> dict[str, np.ndarray]:
     names = sorted({n.inputs[0].name for n in nodes})
     session = intermediate_session(model, names)
-    per_feed = {n.name: max(1, rows_to_sample(_features(n)) // len(feeds)) for n in nodes}
-    sums = {n.name: np.zeros((_features(n), _features(n))) for n in nodes}
+    per_feed = {n.name: max(1, rows_to_sample(features[n.name]) // len(feeds)) for n in nodes}
+    sums = {n.name: np.zeros((features[n.name], features[n.name])) for n in nodes}
     for f, feed in enumerate(feeds):
         values = dict(zip(names, session.run(names, dict(feed))))
         for position, node in enumerate(nodes):
@@ -114,16 +120,3 @@ def _hessians(model: Model, nodes: list[gs.Node], feeds, seed: int) -> dict[str,
                                      np.random.default_rng([seed, position, f])).astype(np.float64)
             sums[node.name] += rows.T @ rows
     return sums
-
-
-def _features(node: gs.Node) -> int:
-    return _weight_matrix(node).shape[0]
-
-
-def _weight_matrix(node: gs.Node) -> np.ndarray:
-    w = np.asarray(node.inputs[1].values, dtype=np.float64)
-    if node.op == "Conv":
-        return w.reshape(w.shape[0], -1).T
-    if node.op == "Gemm" and node.attrs.get("transB", 0):
-        return w.T
-    return w

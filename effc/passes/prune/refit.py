@@ -41,7 +41,7 @@ def refit_layers(original: Model, pruned: Model, layers: Sequence[str], kept_out
     with ctx.progress("reconstructing pruned layers", total=len(order)) as bar:
         for name in order:
             node = nodes[name]
-            weights, bias, scale = _linear_form(node)
+            weights, bias, scale = linear_form(node)
             train, held_out = (LeastSquares(weights.shape[0], weights.shape[1], bias=node.op != "MatMul") for _ in range(2))
             session = intermediate_session(pruned, [node.inputs[0].name])
             for i, (feed, (positions, target)) in enumerate(zip(feeds, targets[name])):
@@ -70,7 +70,7 @@ def _reference_rows(original: Model, layers: Sequence[gs.Node], kept_outputs, fe
     names = list(outputs.values())
     rows = {}
     for node in layers:
-        features = _linear_form(node)[0].shape[0]
+        features = linear_form(node)[0].shape[0]
         rows[node.name] = max(1, rows_to_sample(features) // max(1, len(feeds)))
     targets: dict[str, list] = {node.name: [] for node in layers}
     for feed in feeds:
@@ -96,7 +96,7 @@ def _inputs_at(node: gs.Node, x: np.ndarray, positions: np.ndarray) -> np.ndarra
     return x.reshape(-1, x.shape[-1])[positions]
 
 
-def _linear_form(node: gs.Node) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float]]:
+def linear_form(node: gs.Node) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float]]:
     """The layer as y = x W + b: W [features, outputs], b [outputs] or None, and Gemm's (alpha, beta)."""
     w = np.asarray(node.inputs[1].values, dtype=np.float64)
     bias_input = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
