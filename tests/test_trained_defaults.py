@@ -1,6 +1,5 @@
 """Defaults that hold on trained models: cluster(k=16) and int8 on the PP-OCRv4 recogniser, cluster(k=16) and
-prune's refit of every layer after the pruned ones on the direction classifier, and prune's sensitivity allocation
-on digits."""
+prune(ratio=0.3) on the direction classifier, and prune's sensitivity allocation on digits."""
 
 from __future__ import annotations
 
@@ -88,11 +87,12 @@ def classifier_accuracy(spec: str | None) -> float:
 
 
 @pytest.mark.zoo
-def test_prune_refit_all_recovers_much_of_what_refitting_the_consumers_alone_loses_on_the_classifier():
-    # measured on the 150 evaluation lines, float 97.3%: with criterion=l1 refit=consumers 59.3%, refit=all 78.0%;
-    # with the default criterion (reconstruction) 74.7% and 87.3% (still 10 points from the 1-point target)
-    consumers, every = (classifier_accuracy(f"prune(ratio=0.3,refit={scope})") for scope in ("consumers", "all"))
-    assert every >= consumers + 0.10, (consumers, every)
+def test_plain_prune_30_keeps_the_classifier_within_a_point():
+    # the default scope measures each group's sensitivity and spends the uniform 30%'s MACs where drift is least;
+    # the squeeze-excitation biases (Reshape of a constant) are folded so those 18 groups can be pruned at all.
+    # Measured on the 150 lines, float 97.3%: 97.3%; scope=uniform 76.0% (before the fold, 4 groups pruned: 87.3%)
+    result_accuracy = classifier_accuracy("prune(ratio=0.3)")
+    assert result_accuracy >= classifier_accuracy(None) - 0.01, result_accuracy
 
 
 @pytest.mark.zoo

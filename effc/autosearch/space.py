@@ -113,7 +113,7 @@ class SearchSpace:
         steps = ["default"]
         if config.get("prune.ratio"):
             scope = config.get("prune.scope", "uniform")
-            steps.append(f"prune(ratio={config['prune.ratio']:g}" + ("" if scope == "uniform" else f",scope={scope}") + ")")
+            steps.append(f"prune(ratio={config['prune.ratio']:g},scope={scope})")
         if config.get("cluster.k"):
             steps.append(f"cluster(k={config['cluster.k']},scope={config.get('cluster.scope', 'tensor')})")
         if config.get("int8.enabled"):

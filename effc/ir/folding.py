@@ -13,17 +13,17 @@ from effc.ir.model import repack_narrow_constants
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def fold_weight_subgraphs(model: Model) -> int:
-    """Fold node chains computing a weight or bias from constants only (e.g. a clustered weight's decoder).
+def fold_weight_subgraphs(model: Model, ops=WEIGHTED_OPS) -> int:
+    """Fold node chains computing an operand of `ops` from constants only (e.g. a clustered weight's decoder).
 
-    Returns how many weight/bias tensors became constants.
+    Returns how many weight/bias tensors became constants. Input 0 of a weighted op (its data) is never one.
     """
     graph = model.graph
     producers = {id(t): node for node in graph.nodes for t in node.outputs}
     folded = 0
-    for node in [n for n in graph.nodes if n.op in WEIGHTED_OPS]:
+    for node in [n for n in graph.nodes if n.op in ops]:
         for index, tensor in enumerate(list(node.inputs)):
-            if index == 0 or not isinstance(tensor, gs.Variable) or not tensor.name:
+            if (index == 0 and node.op in WEIGHTED_OPS) or not isinstance(tensor, gs.Variable) or not tensor.name:
                 continue
             chain = _constant_ancestors(tensor, producers, graph)
             if chain is None:

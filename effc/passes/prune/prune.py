@@ -8,12 +8,13 @@ from typing import Literal
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from effc.analysis.channel_groups import ChannelGroup, dependency_groups
+from effc.analysis.channel_groups import BINARY_OPS, ChannelGroup, dependency_groups
 from effc.analysis.layer_inputs import intermediate_session
 from effc.analysis.weights import output_axis
 from effc.calib import CalibrationData
 from effc.errors import EffcError
 from effc.ir import Model
+from effc.ir.folding import WEIGHTED_OPS, fold_weight_subgraphs
 from effc.ir.metrics import model_stats
 from effc.passes.prune.plan import (
     activation_importance,
@@ -59,8 +60,9 @@ class Prune(Pass):
         criterion: Literal["auto", "l1", "l2", "bn_gamma", "activation", "reconstruction"] = field(default="auto", metadata={
             "help": "channel importance; reconstruction: what the least-squares refit cannot recover (obs.py); "
                     "auto: reconstruction when reconstruct=true, else l1"})
-        scope: Literal["uniform", "global", "sensitivity"] = field(default="uniform", metadata={
-            "help": "one ratio per group, one threshold for all, or ratios by measured sensitivity (same MACs)"})
+        scope: Literal["auto", "uniform", "global", "sensitivity"] = field(default="auto", metadata={
+            "help": "one ratio per group, one threshold for all, or ratios by measured sensitivity (same MACs); "
+                    "auto: sensitivity when calibration data is given, else uniform"})
         round_to: int = field(default=8, metadata={"help": "kept channel counts are multiples of this"})
         reconstruct: bool = field(default=True, metadata={"help": "refit the following layers on calibration data"})
         refit: Literal["all", "consumers"] = field(default="all", metadata={
@@ -101,6 +103,9 @@ class Prune(Pass):
     def run(self, model: Model, ctx) -> PassResult:
         o = self.options
         work = model.copy() if o.analyze else model
+        # an operand computed from constants (a bias as Reshape(b), as paddle2onnx writes it) reads as a variable
+        # and would block every channel it touches
+        folded = fold_weight_subgraphs(work, WEIGHTED_OPS + tuple(BINARY_OPS)) > 0
         work.infer_shapes()
         work.graph.toposort()
         groups = dependency_groups(work, o.protect)
@@ -116,14 +121,15 @@ class Prune(Pass):
             report = analyze_sensitivity(work, prunable, scores, feeds, round_to=o.round_to, target=o.target_macs, ctx=ctx)
             report["blocked"] = blocked
             return PassResult(False, {"groups": len(prunable)}, report)
-        ratios, global_ratio = self._ratios(work, prunable)
-        if o.scope == "sensitivity":
+        scope = self._scope(ctx)
+        ratios, global_ratio = self._ratios(work, prunable, scope)
+        if scope == "sensitivity" and global_ratio:
             free = [g for g in prunable if g.id not in ratios]
             ratios.update(sensitivity_ratios(work, free, scores, feeds, ratio=global_ratio, round_to=o.round_to, ctx=ctx))
             global_ratio = None
         drops = choose_drops(prunable, ratios, scores, round_to=o.round_to, global_ratio=global_ratio)
         if not drops:
-            return PassResult(False, {"groups": len(prunable), "groups_pruned": 0}, {"blocked": blocked})
+            return PassResult(folded, {"groups": len(prunable), "groups_pruned": 0}, {"blocked": blocked})
         before = model_stats(model)
         original = model.copy() if o.reconstruct else None
         edits, _ = plan_edits(prunable, drops)
@@ -142,11 +148,11 @@ class Prune(Pass):
                  "channels_removed": int(sum(len(d) for d in drops.values())),
                  "macs_before": before.macs, "macs_after": after.macs, "macs_predicted": predicted,
                  "params_before": before.params, "params_after": after.params, "params_predicted": params_predicted,
-                 "layers_refit": len(refits)}
+                 "layers_refit": len(refits), "scope": scope}
         report = {"groups": [{"group": g.name, "channels": g.size, "kept": g.size - len(drops.get(g.id, ())),
                               "layers": [n.name for n in g.layers]} for g in prunable],
                   "blocked": blocked, "reconstruction": refits}
-        if o.scope == "sensitivity":
+        if scope == "sensitivity":
             report["allocation"] = {g.name: ratios[g.id] for g in prunable if ratios.get(g.id)}
         return PassResult(True, stats, report)
 
@@ -157,6 +163,11 @@ class Prune(Pass):
             data = CalibrationData.random(specs, min(self.options.samples, 16), seed=ctx.seed)
             ctx.warn("prune: using random calibration data; reconstruction and activation ranking will not match real inputs")
         return list(data.batches(specs, limit=self.options.samples))
+
+    def _scope(self, ctx) -> str:
+        if self.options.scope == "auto":  # a measured allocation needs real inputs to measure on
+            return "sensitivity" if ctx.calibration is not None else "uniform"
+        return self.options.scope
 
     def _criterion(self) -> str:
         o = self.options
@@ -178,12 +189,12 @@ class Prune(Pass):
             criterion = "l1"
         return weight_importance(group, criterion)
 
-    def _ratios(self, model: Model, prunable: list[ChannelGroup]) -> tuple[dict[int, float], float | None]:
+    def _ratios(self, model: Model, prunable: list[ChannelGroup], scope: str) -> tuple[dict[int, float], float | None]:
         o = self.options
         by_layer = {n.name: g for g in prunable for n in g.producers}
         ratios = {by_layer[layer].id: value for layer, value in (o.per_layer or {}).items()}
         rest = o.ratio if (o.per_layer is None or "ratio" in self.explicit) else 0.0
-        if o.scope in ("global", "sensitivity"):
+        if scope in ("global", "sensitivity"):
             return ratios, rest
         ratios.update({g.id: rest for g in prunable if g.id not in ratios})
         return ratios, None
