@@ -4,7 +4,8 @@ a choice makes (`effc compile --passes SPEC` reproduces a point exactly).
 Dimensions (each a list of choices; a TOML recipe's `[search]` table restricts or extends them):
   prune.ratio       channel ratio (0: no pruning), with least-squares reconstruction; prune.scope uniform (every
                     group that ratio) or sensitivity (per-group ratios from the measured sensitivity, same MACs)
-  cluster.k         codebook size (0: no clustering), cluster.scope tensor|channel|auto
+  cluster.k         codebook size (0: no clustering), cluster.scope tensor|channel|auto, cluster.assign
+                    nearest|gptq (how weights pick their entry)
   int8.enabled      int8 QDQ on or off, int8.calibrator its range method, int8.accuracy_budget the top-1 agreement
                     loss its sensitivity report may spend before layers fall back to float (0: none fall back)
   precision         fp32 or fp16 (only where the target computes in float16; never together with int8)
@@ -25,6 +26,7 @@ DEFAULTS: dict[str, list] = {
     "prune.scope": ["uniform", "sensitivity"],
     "cluster.k": [0, 256, 64, 16, 4],  # 8-, 4- and 2-bit indices
     "cluster.scope": ["tensor", "channel", "auto"],
+    "cluster.assign": ["nearest", "gptq"],
     "int8.enabled": [False, True],
     "int8.calibrator": ["percentile", "entropy", "minmax"],
     "int8.accuracy_budget": [0.0, 0.01],
@@ -101,6 +103,7 @@ class SearchSpace:
         config["cluster.k"] = trial.suggest_categorical("cluster.k", d["cluster.k"])
         if config["cluster.k"]:
             config["cluster.scope"] = trial.suggest_categorical("cluster.scope", d["cluster.scope"])
+            config["cluster.assign"] = trial.suggest_categorical("cluster.assign", d["cluster.assign"])
         config["int8.enabled"] = trial.suggest_categorical("int8.enabled", d["int8.enabled"])
         if config["int8.enabled"]:
             config["int8.calibrator"] = trial.suggest_categorical("int8.calibrator", d["int8.calibrator"])
@@ -115,7 +118,9 @@ class SearchSpace:
             scope = config.get("prune.scope", "uniform")
             steps.append(f"prune(ratio={config['prune.ratio']:g},scope={scope})")
         if config.get("cluster.k"):
-            steps.append(f"cluster(k={config['cluster.k']},scope={config.get('cluster.scope', 'tensor')})")
+            assign = config.get("cluster.assign", "nearest")
+            steps.append(f"cluster(k={config['cluster.k']},scope={config.get('cluster.scope', 'tensor')}"
+                         + (f",assign={assign})" if assign != "nearest" else ")"))
         if config.get("int8.enabled"):
             budget = config.get("int8.accuracy_budget") or 0
             steps.append(f"int8(calibrator={config.get('int8.calibrator', 'percentile')}"

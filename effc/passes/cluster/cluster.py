@@ -39,7 +39,8 @@ class Cluster(Pass):
     first, and so is BatchNorm after a Conv (fold_bn=true: four floats per channel become one bias). A second
     cluster pass changes nothing.
     reconstruct=true refits each codebook and the layer's bias on calibration data to minimise the layer's output
-    error (refused without calibration unless random calibration was allowed). Orders: prune then cluster, and
+    error (refused without calibration unless random calibration was allowed); assign=gptq also picks the entries
+    by GPTQ's recursion on those rows (refine.py). Orders: prune then cluster, and
     cluster then int8 (codebooks are snapped to the int8 grid and the scales recorded in
     metadata `effc.int8_weight_scale.<weight>`, so int8 adds no weight error); cluster after int8 and prune after
     cluster are refused.
@@ -61,6 +62,8 @@ class Cluster(Pass):
         min_size: int = field(default=1024, metadata={"help": "weights with fewer values stay float"})
         exclude: tuple[str, ...] = field(default=(), metadata={"help": "node names or op types left alone"})
         reconstruct: bool = field(default=True, metadata={"help": "refit codebooks and biases on calibration data"})
+        assign: Literal["nearest", "gptq"] = field(default="nearest", metadata={
+            "help": "reconstruct: each weight's nearest codebook entry, or entries picked by GPTQ's least-squares recursion"})
         samples: int = field(default=16, metadata={"help": "calibration samples used by reconstruct"})
         rows: int = field(default=1024, metadata={"help": "input rows per layer used by reconstruct"})
         fold_bn: bool = field(default=True, metadata={"help": "fold BatchNorm into the Conv first (smaller file)"})
@@ -107,7 +110,7 @@ class Cluster(Pass):
         refined = 0
         if opts.reconstruct:
             with ctx.progress("cluster: refitting codebooks", total=None):
-                refined = refine(reference, clustered, _feeds(model, ctx, opts.samples), opts.rows, ctx.seed)
+                refined = refine(reference, clustered, _feeds(model, ctx, opts.samples), opts.rows, ctx.seed, opts.assign)
         report = []
         for layer in clustered:
             scales = _snap_to_int8(layer, int8_weight_qmax(ctx.isa())) if snap else None

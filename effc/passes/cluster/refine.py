@@ -1,9 +1,17 @@
-"""Data-aware codebook refinement: with the cluster assignment fixed, refit codebook values and bias by least squares.
+"""Data-aware codebook refinement: assign weights to codebook entries and refit codebook values and bias by least squares.
 
 A layer computes y[r, o] = sum_f X[r, f] W[f, o] + b[o]. With W[f, o] = c[idx[f, o]] (one codebook c) or
 c_o[idx[f, o]] (one per output channel), y[r, o] = Z_o[r, :] c + b[o] where Z_o[r, j] sums the inputs X[r, f]
 whose weight in column o uses entry j. The float layer's outputs on calibration inputs are the target; the bias
 absorbs the mean (centred least squares), so refitting costs one segment sum over X per output channel.
+
+Before the refit, assign="gptq" picks each weight's entry by GPTQ's least-squares recursion (`nearest_plane`)
+instead of the nearest entry: entries are chosen one input dimension at a time and the dimensions not yet
+chosen compensate the error, for the output error on the calibration rows. Assignment and refit then alternate
+while the layer's output error on held-out rows falls; a layer keeps the nearest assignment unless GPTQ's is
+better. Measured at k=16 against nearest (drop in points): detector recall +0.9 -> 0.0, direction classifier
+0.0 -> +0.7 (one line in 150), glyph classifier -0.1 -> +0.3; on the digits CNN at k=4 it lowers the held-out
+logit error by a third. No clear win on the trained models, so nearest stays the default and the search tries both.
 """
 
 from __future__ import annotations
@@ -15,9 +23,15 @@ import onnx_graphsurgeon as gs
 
 from effc.analysis.layer_inputs import conv_geometry, intermediate_session, sample_input_rows
 from effc.ir import Model
+from effc.passes.int8.gptq import damping, nearest_plane
 
 FIT_OUTPUTS = 64  # output channels sampled to fit a shared codebook
 RIDGE = 1e-3  # relative to the mean diagonal; pulls the codebook towards the k-means one when data is scarce
+ASSIGN_ROUNDS = 3  # GPTQ assignment and codebook refit alternations at most (each must lower the output error)
+# the least damping (of H's mean diagonal) for the assignment: at int8's 0.01, cluster(k=16) lost 1.4 points more
+# detector recall than nearest assignment, where at 0.1 it lost 0.9 points less (see the module docstring)
+ASSIGN_DAMPING = 0.1
+MIN_HALF_ROWS = 4  # fewer rows than twice this: no held-out check is possible, nearest assignment stays
 
 
 @dataclass
@@ -53,8 +67,9 @@ def refinable(node: gs.Node) -> bool:
     return node.op == "MatMul" and len(node.inputs[1].shape) == 2
 
 
-def refine(model: Model, layers: list[ClusteredWeight], feeds: list[dict], rows: int, seed: int) -> int:
-    """Refit the codebooks (and biases) of `layers` on calibration `feeds`; returns how many were refitted.
+def refine(model: Model, layers: list[ClusteredWeight], feeds: list[dict], rows: int, seed: int, assign: str = "nearest") -> int:
+    """Refit the codebooks (and biases) of `layers` on calibration `feeds`, after reassigning their indices by GPTQ
+    when `assign` is "gptq"; returns how many were refitted.
 
     Layers are refitted in graph order: each sees the inputs the model with the layers before it already
     clustered produces, and is fitted to reproduce the float `model`'s output, so errors do not pile up
@@ -71,9 +86,13 @@ def refine(model: Model, layers: list[ClusteredWeight], feeds: list[dict], rows:
         w = _as_matrix(layer.node, layer.weight)
         has_bias = layer.node.op != "MatMul"
         old_bias = _bias(layer.node, w.shape[1])
-        new_codebook, shift = _fit(x, targets[layer.node.name], w, _as_matrix(layer.node, layer.indices), layer.codebook, has_bias,
-                                   np.random.default_rng([seed, position]))
-        layer.codebook = new_codebook.astype(np.float32)
+        fit_rng = np.random.default_rng([seed, position])
+        idx = _as_matrix(layer.node, layer.indices)
+        codebook, shift = _fit(x, targets[layer.node.name], w, idx, layer.codebook, has_bias, fit_rng)
+        if assign == "gptq":
+            idx, codebook, shift = _gptq_assignment(x, targets[layer.node.name], w, idx, codebook, shift, has_bias, fit_rng)
+            layer.indices = _from_matrix(layer.node, idx, layer.indices.shape)
+        layer.codebook = codebook.astype(np.float32)
         if has_bias:
             layer.bias = (old_bias + shift).astype(np.float32)
         _apply(work, layer)
@@ -127,6 +146,79 @@ def _fit(x: np.ndarray, x_float: np.ndarray, w: np.ndarray, idx: np.ndarray, cod
     return new, x_float.mean(axis=0) @ w - np.einsum("ok,ok->o", z_means, per_output)
 
 
+def _gptq_assignment(x: np.ndarray, x_float: np.ndarray, w: np.ndarray, idx: np.ndarray, codebook: np.ndarray,
+                     shift: np.ndarray, centred: bool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices [F, O], codebook, bias shift): GPTQ assignment alternated with the codebook refit, or the nearest
+    assignment's fit (idx, codebook, shift) when GPTQ does not generalize.
+
+    GPTQ fits the rows it sees closely, and with 16 calibration samples they come from 16 images only, so the
+    rounds are chosen on held-out rows: fitted on the first half of the rows (the first half of the feeds), each
+    round must lower the error on the second half; the chosen number of rounds is then run on all rows."""
+    half = len(x) // 2
+    if half < MIN_HALF_ROWS:
+        return idx, codebook, shift
+    fit, held_out = slice(0, half), slice(half, None)
+    half_codebook, half_shift = _fit(x[fit], x_float[fit], w, idx, codebook, centred, rng)
+    best = _fit_error(x[held_out], x_float[held_out], w, idx, half_codebook, half_shift)
+    rounds = _rounds(x[fit], x_float[fit], w, half_codebook, centred, rng,
+                     lambda i, c, s: _fit_error(x[held_out], x_float[held_out], w, i, c, s), best)
+    if not rounds:
+        return idx, codebook, shift
+    final = _rounds(x, x_float, w, codebook, centred, rng, lambda i, c, s: _fit_error(x, x_float, w, i, c, s),
+                    _fit_error(x, x_float, w, idx, codebook, shift), len(rounds))
+    return final[-1] if final else (idx, codebook, shift)
+
+
+def _rounds(x: np.ndarray, x_float: np.ndarray, w: np.ndarray, codebook: np.ndarray, centred: bool,
+            rng: np.random.Generator, error, best: float, limit: int = ASSIGN_ROUNDS) -> list[tuple]:
+    """Up to `limit` rounds of GPTQ assignment then codebook refit on rows x, each kept only when it brings
+    `error(indices, codebook, shift)` below the best so far; returns the kept rounds' (indices, codebook, shift)."""
+    hessian, target, fraction = _assignment_problem(x, x_float, w, centred)
+    kept: list[tuple] = []
+    for _ in range(limit):
+        indices = _gptq_indices(target, hessian, fraction, codebook)
+        refitted, new_shift = _fit(x, x_float, w, indices, codebook, centred, rng)
+        value = error(indices, refitted, new_shift)
+        if value >= best:
+            break
+        best, codebook = value, refitted
+        kept.append((indices, refitted, new_shift))
+    return kept
+
+
+def _assignment_problem(x: np.ndarray, x_float: np.ndarray, w: np.ndarray, centred: bool) -> tuple[np.ndarray, np.ndarray, float]:
+    """(H [F, F], target weight [F, O], damping fraction) with ||x Q - x_float w||^2 = tr((Q - T)^T H (Q - T)) + const
+    for centred rows when the bias is refitted: T solves the least squares through the inputs' drift (x is the
+    input the layers before already clustered give, x_float the float model's), ridge-pulled towards w."""
+    if centred:
+        x, x_float = x - x.mean(axis=0), x_float - x_float.mean(axis=0)
+    hessian = x.T @ x / len(x)
+    fraction = max(ASSIGN_DAMPING, damping(len(hessian), len(x)))
+    ridge = fraction * max(float(np.trace(hessian)) / len(hessian), 1e-12)
+    target = np.linalg.solve(hessian + ridge * np.eye(len(hessian)), (x.T @ x_float / len(x)) @ w + ridge * w)
+    return hessian, target, fraction
+
+
+def _gptq_indices(target: np.ndarray, hessian: np.ndarray, fraction: float, codebook: np.ndarray) -> np.ndarray:
+    """Codebook indices [F, O] for the target weight [F, O] by GPTQ's recursion with the nearest entry as rounding."""
+    book = np.asarray(codebook, np.float32).reshape(-1, codebook.shape[-1])  # [1, k] shared or [O, k] per channel
+    chosen = np.empty(target.shape[::-1], np.int64)  # [O, F]
+
+    def snap(column: np.ndarray, k: int) -> np.ndarray:
+        nearest = np.abs(column[0][:, None] - book).argmin(axis=1)
+        chosen[:, k] = nearest
+        return np.take_along_axis(book, nearest[:, None], axis=1)[:, 0][None] if len(book) > 1 else book[0, nearest][None]
+
+    nearest_plane(target.T[None], hessian[None], fraction, snap)
+    return chosen.T
+
+
+def _fit_error(x: np.ndarray, x_float: np.ndarray, w: np.ndarray, idx: np.ndarray, codebook: np.ndarray, shift: np.ndarray) -> float:
+    """||x decoded + shift - x_float w||^2: the layer's output error on the rows after the bias shift."""
+    decoded = codebook[idx] if codebook.ndim == 1 else np.take_along_axis(codebook.T, idx, axis=0)
+    return float(np.sum((x @ decoded + shift - x_float @ w) ** 2))
+
+
 def _entry_sums(x: np.ndarray, column: np.ndarray, k: int) -> np.ndarray:
     """[R, k]: for each row of x, the sum of the inputs whose weight uses codebook entry j."""
     if k <= 64:  # one-hot product: BLAS does R*F*k work fastest for small k
@@ -166,6 +258,15 @@ def _as_matrix(node: gs.Node, array: np.ndarray) -> np.ndarray:
     if node.op == "Gemm" and node.attrs.get("transB", 0):
         return array.T
     return array
+
+
+def _from_matrix(node: gs.Node, matrix: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of `_as_matrix`: a [features, outputs] array back in the weight's shape."""
+    if node.op == "Conv":
+        return matrix.T.reshape(shape)
+    if node.op == "Gemm" and node.attrs.get("transB", 0):
+        return matrix.T
+    return matrix
 
 
 def _bias(node: gs.Node, outputs: int) -> np.ndarray:

@@ -15,6 +15,7 @@ feature count); `layer_form` reshapes a weight into [groups, rows, features] mat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -132,15 +133,27 @@ def gptq_round(weight: np.ndarray, scales: np.ndarray, hessian: np.ndarray, damp
                qmax: int = 127) -> np.ndarray:
     """Integers [G, R, d] in [-qmax, qmax] for `weight` [G, R, d] on grids `scales` [G, R], minimising the
     output error e^T H e (e: a row's weight error) on inputs of second moment `hessian` [G, d, d], H damped
-    by `damping_fraction` of its mean diagonal.
-
-    Written as Babai's nearest-plane recursion, which picks the same integers as GPTQ's updates through
-    chol(H^-1) (Chen et al. 2025) but needs only one Cholesky factorization: with H = U U^T (U upper),
-    e^T H e = sum_k z_k^2, z_k = sum_{j<=k} U_jk e_j, so dimension k rounds the weight shifted by
-    -sum_{j<k} U_jk e_j / U_kk, given the errors of the dimensions already rounded.
-    """
+    by `damping_fraction` of its mean diagonal (see `nearest_plane`)."""
     # in grid units (weights / scale) the recursion is the same, and the rounding needs no division
-    original = np.array((weight / scales[:, :, None]).transpose(0, 2, 1), np.float32)  # [G, d, R]: a dimension is a contiguous [G, R]
+    def snap(column: np.ndarray, _: int) -> np.ndarray:
+        return np.clip(np.rint(column, out=column), -qmax, qmax, out=column)
+
+    return nearest_plane(weight / scales[:, :, None], hessian, damping_fraction, snap)
+
+
+def nearest_plane(weight: np.ndarray, hessian: np.ndarray, damping_fraction: float,
+                  snap: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
+    """Values [G, R, d] that `snap` allows for `weight` [G, R, d], chosen one input dimension at a time to
+    minimise e^T H e per row (e = chosen - weight) for inputs of second moment `hessian` [G, d, d].
+
+    `snap(column, k)` maps the wanted values of dimension k, [G, R], to allowed ones (it may overwrite its
+    argument): the int8 grid for GPTQ, a codebook's nearest entry for weight sharing. Written as Babai's
+    nearest-plane recursion, which picks the same values as GPTQ's updates through chol(H^-1) (Chen et al.
+    2025) but needs only one Cholesky factorization: with H = U U^T (U upper), e^T H e = sum_k z_k^2,
+    z_k = sum_{j<=k} U_jk e_j, so dimension k snaps the weight shifted by -sum_{j<k} U_jk e_j / U_kk, given
+    the errors of the dimensions already chosen.
+    """
+    original = np.array(weight.transpose(0, 2, 1), np.float32)  # [G, d, R]: a dimension is a contiguous [G, R]
     upper = _upper_factor(hessian, damping_fraction)
     shifts = upper / np.diagonal(upper, axis1=1, axis2=2)[:, None, :]  # U_jk / U_kk
     q = np.zeros(original.shape, np.float32)
@@ -150,10 +163,8 @@ def gptq_round(weight: np.ndarray, scales: np.ndarray, hessian: np.ndarray, damp
     for start in range(0, features, BLOCK):
         stop = min(start + BLOCK, features)
         for k in range(start, stop):
-            column = q[:, k]
-            np.subtract(original[:, k], pending[:, k], out=column)
-            np.clip(np.rint(column, out=column), -qmax, qmax, out=column)
-            np.subtract(column, original[:, k], out=errors[:, k])
+            q[:, k] = snap(np.subtract(original[:, k], pending[:, k]), k)
+            np.subtract(q[:, k], original[:, k], out=errors[:, k])
             # the rest of this block sees the error now; later blocks get the whole block's in one product below
             pending[:, k + 1:stop] += shifts[:, k, k + 1:stop, None] * errors[:, k, None, :]
         pending[:, stop:] += np.matmul(shifts[:, start:stop, stop:].transpose(0, 2, 1), errors[:, start:stop])
