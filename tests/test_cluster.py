@@ -299,6 +299,25 @@ def test_a_second_cluster_pass_changes_nothing():
     assert [row.changed for row in result.ledger.rows[1:]] == [True, False]
 
 
+def test_a_second_cluster_pass_gives_the_weights_the_first_left_float_their_own_k(digits):
+    z, model, float_accuracy = digits
+    calib = CalibrationData.load(z.calib_path)
+    first = run(model.copy(), "cluster(k=4,scope=tensor)", calib)
+    both = run(model.copy(), "cluster(k=4,scope=tensor),cluster(k=16,scope=tensor,min_size=128)", calib)
+
+    def index_types(m):
+        return sorted(onnx.TensorProto.DataType.Name(t.data_type) for t in m.to_proto().graph.initializer
+                      if t.data_type in (onnx.TensorProto.UINT2, onnx.TensorProto.UINT4))
+
+    # digits: three weights of at least 1024 values (2-bit); the stem's [16, 1, 3, 3] and the last Gemm's [10, 64]
+    # (144 and 640 values) now 4-bit
+    assert index_types(first) == ["UINT2"] * 3 and index_types(both) == ["UINT2"] * 3 + ["UINT4"] * 2
+    assert both.serialized_size() < first.serialized_size() - 1500  # 784 float32 values, 4-bit now: measured 1,794 B less
+    feeds = {"input": np.load(z.eval_path)["input"][:64]}
+    np.testing.assert_array_equal(run_model(both, feeds)["logits"], run_model(decode_weights(both), feeds)["logits"])
+    assert digits_accuracy(both, z) >= digits_accuracy(first, z) - 0.01
+
+
 def test_weights_computed_from_constants_are_folded_then_clustered():
     rng = np.random.default_rng(5)
     nodes = [helper.make_node("Transpose", ["wt"], ["w"], name="t", perm=[1, 0]),

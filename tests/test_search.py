@@ -169,9 +169,9 @@ def test_flash_and_ram_objectives_need_a_microcontroller_target(tmp_path):
 
 
 def test_the_space_has_per_group_prune_ratios_and_int8_float_fallbacks():
-    """prune.scope=sensitivity (ratios per group from the measured sensitivity), cluster.assign (GPTQ's entries) and
-    int8.accuracy_budget (layers fall back to float) are dimensions; each is asked only where it matters, and the
-    spec they make runs."""
+    """prune.scope=sensitivity (ratios per group from the measured sensitivity), cluster.assign (GPTQ's entries),
+    cluster.small_k (a second cluster pass over the smaller weights) and int8.accuracy_budget (layers fall back to
+    float) are dimensions; each is asked only where it matters, and the spec they make runs."""
     import optuna
 
     from effc.autosearch.space import SearchSpace
@@ -180,11 +180,11 @@ def test_the_space_has_per_group_prune_ratios_and_int8_float_fallbacks():
 
     space = SearchSpace()
     params = {"prune.ratio": 0.3, "prune.scope": "sensitivity", "cluster.k": 4, "cluster.scope": "auto",
-              "cluster.assign": "gptq", "int8.enabled": True, "int8.calibrator": "minmax", "int8.accuracy_budget": 0.01}
+              "cluster.assign": "gptq", "cluster.small_k": 16, "int8.enabled": True, "int8.calibrator": "minmax", "int8.accuracy_budget": 0.01}
     config = space.suggest(optuna.trial.FixedTrial(params))
     assert config == params
     spec = space.spec(config)
-    assert spec == "default,prune(ratio=0.3,scope=sensitivity),cluster(k=4,scope=auto,assign=gptq),int8(calibrator=minmax,accuracy_budget=0.01)"
+    assert spec == "default,prune(ratio=0.3,scope=sensitivity),cluster(k=4,scope=auto,assign=gptq),cluster(k=16,min_size=128),int8(calibrator=minmax,accuracy_budget=0.01)"
     assert space.spec(space.suggest(optuna.trial.FixedTrial({"prune.ratio": 0.0, "cluster.k": 0, "int8.enabled": True,
                                                               "int8.calibrator": "percentile", "int8.accuracy_budget": 0.0}))) \
         == "default,int8(calibrator=percentile)"

@@ -5,7 +5,8 @@ Dimensions (each a list of choices; a TOML recipe's `[search]` table restricts o
   prune.ratio       channel ratio (0: no pruning), with least-squares reconstruction; prune.scope uniform (every
                     group that ratio) or sensitivity (per-group ratios from the measured sensitivity, same MACs)
   cluster.k         codebook size (0: no clustering), cluster.scope tensor|channel|auto, cluster.assign
-                    nearest|gptq (how weights pick their entry)
+                    nearest|gptq (how weights pick their entry), cluster.small_k the k of a second cluster pass
+                    over the smaller weights the first leaves float (SMALL_MIN_SIZE values or more; 0: none)
   int8.enabled      int8 QDQ on or off, int8.calibrator its range method, int8.accuracy_budget the top-1 agreement
                     loss its sensitivity report may spend before layers fall back to float (0: none fall back)
   precision         fp32 or fp16 (only where the target computes in float16; never together with int8)
@@ -21,12 +22,15 @@ from pathlib import Path
 
 from effc.errors import EffcError
 
+SMALL_MIN_SIZE = 128  # values: the second cluster pass's min_size (the first keeps cluster's default, 1024)
+
 DEFAULTS: dict[str, list] = {
     "prune.ratio": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
     "prune.scope": ["uniform", "sensitivity"],
     "cluster.k": [0, 256, 64, 16, 4],  # 8-, 4- and 2-bit indices
     "cluster.scope": ["tensor", "channel", "auto"],
     "cluster.assign": ["nearest", "gptq"],
+    "cluster.small_k": [0, 16, 64],
     "int8.enabled": [False, True],
     "int8.calibrator": ["percentile", "entropy", "minmax"],
     "int8.accuracy_budget": [0.0, 0.01],
@@ -104,6 +108,7 @@ class SearchSpace:
         if config["cluster.k"]:
             config["cluster.scope"] = trial.suggest_categorical("cluster.scope", d["cluster.scope"])
             config["cluster.assign"] = trial.suggest_categorical("cluster.assign", d["cluster.assign"])
+            config["cluster.small_k"] = trial.suggest_categorical("cluster.small_k", d["cluster.small_k"])
         config["int8.enabled"] = trial.suggest_categorical("int8.enabled", d["int8.enabled"])
         if config["int8.enabled"]:
             config["int8.calibrator"] = trial.suggest_categorical("int8.calibrator", d["int8.calibrator"])
@@ -121,6 +126,8 @@ class SearchSpace:
             assign = config.get("cluster.assign", "nearest")
             steps.append(f"cluster(k={config['cluster.k']},scope={config.get('cluster.scope', 'tensor')}"
                          + (f",assign={assign})" if assign != "nearest" else ")"))
+            if config.get("cluster.small_k"):
+                steps.append(f"cluster(k={config['cluster.small_k']},min_size={SMALL_MIN_SIZE})")
         if config.get("int8.enabled"):
             budget = config.get("int8.accuracy_budget") or 0
             steps.append(f"int8(calibrator={config.get('int8.calibrator', 'percentile')}"

@@ -43,7 +43,8 @@ class Cluster(Pass):
     by GPTQ's recursion on those rows (refine.py). Orders: prune then cluster, and
     cluster then int8 (codebooks are snapped to the int8 grid and the scales recorded in
     metadata `effc.int8_weight_scale.<weight>`, so int8 adds no weight error); cluster after int8 and prune after
-    cluster are refused.
+    cluster are refused. A second cluster pass takes only the weights the first left float: `cluster(k=4),
+    cluster(k=16,min_size=128)` gives the large weights 2-bit indices and the smaller ones 4-bit.
     """
 
     name = "cluster"
@@ -88,9 +89,10 @@ class Cluster(Pass):
         opts = self.options
         model.check_node_refs(opts.exclude, "option exclude")  # again: earlier passes may have renamed nodes
         _check_order(ctx)
-        if any(spec.split("(")[0] == "cluster" for spec in ctx.history):
-            return PassResult(False, {"clustered_layers": 0})  # weights are decoders now; clustering again changes nothing
-        folded = fold_weight_subgraphs(model)  # weights computed from constants (Transpose of a MatMul weight)
+        # A later cluster pass sees the earlier one's decoders as weights computed from constants: folding them would
+        # cluster decoded weights again, so it only takes the weights still stored as float (smaller ones, with its k).
+        again = any(spec.split("(")[0] == "cluster" for spec in ctx.history)
+        folded = 0 if again else fold_weight_subgraphs(model)  # weights computed from constants (Transpose of a MatMul weight)
         if not eligible_layers(model, opts.min_size, opts.exclude):
             return PassResult(bool(folded), {"clustered_layers": 0, "folded": folded})
         bytes_before = model.serialized_size()
