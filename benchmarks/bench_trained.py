@@ -33,7 +33,8 @@ from effc.zoo import get, ocr, vgg
 MODELS = ("ocr_rec", "ocr_cls", "ocr_det", "glyphs_vgg", "digits")
 LABELLED = ("digits", "glyphs_vgg")  # scored by top-1 accuracy against `labels`
 SPECS = ("int8", "int8(rounding=nearest)", "int8(calibrator=entropy)", "prune(ratio=0.3)", "prune(ratio=0.5)",
-         "prune(ratio=0.3,scope=uniform)", "cluster(k=16)", "cluster(k=16),int8", "prune(ratio=0.3),cluster(k=16),int8")
+         "prune(ratio=0.3,scope=uniform)", "cluster(k=16)", "cluster(k=16,assign=gptq)", "cluster(k=16),int8",
+         "prune(ratio=0.3),cluster(k=16),int8")
 ORT_METHODS = ("MinMax", "Percentile", "Entropy")
 METRIC = {"ocr_rec": "char_accuracy", "ocr_cls": "accuracy", "ocr_det": "recall", "digits": "accuracy",
           "glyphs_vgg": "accuracy"}
