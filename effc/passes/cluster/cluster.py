@@ -36,15 +36,14 @@ class Cluster(Pass):
     Cast -> [Add] -> Gather [-> Cast], which ONNX Runtime folds at session start. scope=auto gives a weight one
     codebook per output channel when a shared one leaves the weight (max_error) or any live channel
     (max_channel_error) too far off. Weights computed from constants (a transposed MatMul weight) are folded
-    first, and so is BatchNorm after a Conv (fold_bn=true: four floats per channel become one bias). A second
-    cluster pass changes nothing.
+    first, and so is BatchNorm after a Conv (fold_bn=true: four floats per channel become one bias).
     reconstruct=true refits each codebook and the layer's bias on calibration data to minimise the layer's output
     error (refused without calibration unless random calibration was allowed); assign=gptq also picks the entries
-    by GPTQ's recursion on those rows (refine.py). Orders: prune then cluster, and
-    cluster then int8 (codebooks are snapped to the int8 grid and the scales recorded in
-    metadata `effc.int8_weight_scale.<weight>`, so int8 adds no weight error); cluster after int8 and prune after
-    cluster are refused. A second cluster pass takes only the weights the first left float: `cluster(k=4),
-    cluster(k=16,min_size=128)` gives the large weights 2-bit indices and the smaller ones 4-bit.
+    by GPTQ's recursion on those rows (refine.py). Orders: prune then cluster, and cluster then int8 (codebooks
+    are snapped to the int8 grid and the scales recorded in metadata `effc.int8_weight_scale.<weight>`, so int8
+    adds no weight error); cluster after int8 and prune after cluster are refused. A second cluster pass takes only the weights the first left float: `cluster(k=4),
+    cluster(k=16,min_size=128)` gives the large weights 2-bit indices and the smaller ones 4-bit (its refit
+    reproduces the model as the first pass left it); the same pass twice changes nothing the second time.
     """
 
     name = "cluster"
