@@ -22,8 +22,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from effc.analysis.layer_inputs import conv_geometry, intermediate_session, sample_input_rows
+from effc.analysis.nearest_plane import damping, nearest_plane
 from effc.ir import Model
-from effc.passes.int8.gptq import damping, nearest_plane
 
 FIT_OUTPUTS = 64  # output channels sampled to fit a shared codebook
 RIDGE = 1e-3  # relative to the mean diagonal; pulls the codebook towards the k-means one when data is scarce
