@@ -65,14 +65,16 @@ def training_set() -> tuple[np.ndarray, np.ndarray]:
         return npz["images"], npz["labels"]
 
 
-def train(images: np.ndarray, labels: np.ndarray, recipe: TrainingRecipe = TrainingRecipe()):
-    """A trained model (eval mode); deterministic in the data and the recipe (seeded, one process)."""
+def train(images: np.ndarray, labels: np.ndarray, recipe: TrainingRecipe = TrainingRecipe(), network=None,
+          inputs=to_input):
+    """A trained model (eval mode); deterministic in the data and the recipe (seeded, one process). `network`
+    builds another torch model than vgg(recipe.width), and `inputs` maps the uint8 images to its input."""
     import torch
     from torch import nn
 
     torch.manual_seed(TORCH_SEED)
-    model = vgg(recipe.width)
-    x, y = torch.from_numpy(to_input(images)), torch.from_numpy(labels)
+    model = network() if network is not None else vgg(recipe.width)
+    x, y = torch.from_numpy(inputs(images)), torch.from_numpy(labels)
     steps = recipe.epochs * ((len(x) + recipe.batch_size - 1) // recipe.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.learning_rate, total_steps=steps)
@@ -125,10 +127,10 @@ def augment(x, generator):
     return out.masked_fill(patch[:, None], 0.5)
 
 
-def accuracy(model, images: np.ndarray, labels: np.ndarray, batch: int = 500) -> float:
+def accuracy(model, images: np.ndarray, labels: np.ndarray, batch: int = 500, inputs=to_input) -> float:
     import torch
 
-    x = to_input(images)
+    x = inputs(images)
     with torch.no_grad():
         predicted = np.concatenate([model(torch.from_numpy(x[i:i + batch])).argmax(1).numpy()
                                     for i in range(0, len(x), batch)])
@@ -156,15 +158,20 @@ def test_split() -> tuple[np.ndarray, np.ndarray]:
 def get(force: bool = False) -> ZooModel:
     """The width-1.0 model trained on the glyphs, with its calibration (training fonts) and test (held-out fonts)
     splits, built into the cache on first use (a few minutes on 2 cores)."""
+    return cached_entry(NAME, _build, force)
+
+
+def cached_entry(name: str, build, force: bool = False) -> ZooModel:
+    """The glyph cache's entry `name`, built by build(model, images, labels) from the training set when missing."""
     folder = _folder()
-    model = ZooModel(NAME, folder / f"{NAME}.onnx", folder / f"{NAME}_calib.npz", folder / f"{NAME}_eval.npz",
+    model = ZooModel(name, folder / f"{name}.onnx", folder / f"{name}_calib.npz", folder / f"{name}_eval.npz",
                      has_labels=True)
     if model.exists() and not force:
         return model
     images, labels = training_set()
     with _locked():
         if force or not model.exists():
-            _build(model, images, labels)
+            build(model, images, labels)
     return model
 
 
