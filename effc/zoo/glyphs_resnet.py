@@ -12,7 +12,8 @@ import numpy as np
 
 from effc.zoo import ZooModel
 from effc.zoo.glyphs import CLASSES, TEST_FONTS, TRAIN_FONTS, render_set, to_input
-from effc.zoo.vgg import CALIB_COUNT, CALIB_SEED, INPUT_NAME, TEST_SEED, TrainingRecipe, accuracy, cached_entry, train
+from effc.zoo.vgg import CALIB_COUNT, CALIB_SEED, INPUT_NAME, TEST_SEED, TrainingRecipe, accuracy, cached_entry, \
+    export, train
 
 NAME = "glyphs_resnet18"
 SIDE = 64
@@ -42,9 +43,7 @@ def build(model: ZooModel, images: np.ndarray, labels: np.ndarray, recipe: Train
           min_accuracy: float = MIN_ACCURACY, test_count: int = TEST_COUNT) -> float:
     """Train on (images, labels), check the held-out-font accuracy and write the model's three files; returns that
     accuracy. RuntimeError, with nothing written, when it is below `min_accuracy`."""
-    import torch
-
-    from effc.zoo.build import _export, _save_npz
+    from effc.zoo.build import _save_npz
 
     trained = train(images, labels, recipe, network=network, inputs=to_input64)
     test_images, test_labels = render_set(test_count, TEST_SEED, TEST_FONTS)
@@ -54,6 +53,5 @@ def build(model: ZooModel, images: np.ndarray, labels: np.ndarray, recipe: Train
     calibration, _ = render_set(CALIB_COUNT, CALIB_SEED, TRAIN_FONTS)
     _save_npz(model.calib_path, **{INPUT_NAME: to_input64(calibration)})
     _save_npz(model.eval_path, **{INPUT_NAME: to_input64(test_images)}, labels=test_labels)
-    _export(trained, torch.zeros(2, 3, SIDE, SIDE), model.onnx_path, INPUT_NAME, "logits",
-            {INPUT_NAME: {0: "N"}, "logits": {0: "N"}})
+    export(trained, model.onnx_path, SIDE)
     return score

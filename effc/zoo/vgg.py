@@ -186,13 +186,14 @@ def _build(model: ZooModel, images: np.ndarray, labels: np.ndarray) -> None:
     export(trained, model.onnx_path)
 
 
-def export(model, path: pathlib.Path) -> None:
-    """Write a trained model as ONNX (opset 17, batch axis `N`, unfolded like the other zoo models), atomically."""
+def export(model, path: pathlib.Path, side: int = 32) -> None:
+    """Write a trained model taking side×side images as ONNX (opset 17, batch axis `N`, unfolded like the other zoo
+    models), atomically."""
     import torch
 
     from effc.zoo.build import _export
 
-    _export(model, torch.zeros(2, 3, 32, 32), pathlib.Path(path), INPUT_NAME, "logits",
+    _export(model, torch.zeros(2, 3, side, side), pathlib.Path(path), INPUT_NAME, "logits",
             {INPUT_NAME: {0: "N"}, "logits": {0: "N"}})
 
 
