@@ -10,7 +10,7 @@ models, one eval batch on the others.
 What the quality columns mean:
 - digits (360 labelled test images) and glyphs_vgg (VGG-style CNN trained on rendered 32x32 glyphs, 2,000 test
   images in held-out fonts): top-1 accuracy against the labels, float → clustered, and the drop in points;
-- ocr_cls (PP-OCR direction classifier): accuracy on all 150 rendered evaluation lines;
+- ocr_cls (PP-OCR direction classifier): accuracy on all 600 rendered evaluation lines;
 - ocr_rec (PP-OCRv4 recogniser; slow, only with `--models ...,ocr_rec`): char_accuracy on `--rec-lines` lines;
 - resnet18, mobilenetv2, encoder: random weights, so their quality cell reads "random weights: drift only, not
   accuracy"; they are there for file size, session start and latency.

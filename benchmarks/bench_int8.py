@@ -12,7 +12,7 @@ interleaved in the same run), speed-up over float and file size relative to floa
 What each model's quality column means:
 - digits (trained, 360 labelled test images), glyphs_vgg (the VGG-style CNN trained on rendered 32x32 glyphs, 2,000
   test images in held-out fonts): top-1 accuracy against the labels;
-- ocr_cls (PP-OCR direction classifier): accuracy on all 150 rendered evaluation lines;
+- ocr_cls (PP-OCR direction classifier): accuracy on all 600 rendered evaluation lines;
 - ocr_rec (PP-OCRv4 recogniser, the slow one: only when named): char_accuracy on `--rec-lines` lines (default 60);
 - resnet18, mobilenetv2, encoder: random weights, so there is no accuracy; their rows say "random weights: drift
   only, not accuracy" and keep top-1 agreement and SQNR against float (drift) next to their latency, which is what

@@ -2,7 +2,7 @@
 detector (rapidocr_onnxruntime wheel, rendered text in held-out fonts), the glyph classifier (glyphs_vgg: the VGG-style
 CNN trained here on rendered 32x32 glyphs, tested on held-out fonts) and digits.
 
-Run from the repository root: `python benchmarks/bench_trained.py [--models ocr_rec,digits] [--lines 150]`.
+Run from the repository root: `python benchmarks/bench_trained.py [--models ocr_rec,digits] [--lines N]`.
 For each effc pipeline and for ONNX Runtime's quantize_static (per-channel QDQ, u8 activations / s8 weights, each
 calibrator): the model's own quality metric and its drop against float (points), the .onnx file size, and the
 latency on ONNX Runtime's CPU provider (2 threads, interleaved medians, ratio to float: < 1 is faster).
@@ -33,7 +33,7 @@ from effc.zoo import get, ocr, vgg
 MODELS = ("ocr_rec", "ocr_cls", "ocr_det", "glyphs_vgg", "digits")
 LABELLED = ("digits", "glyphs_vgg")  # scored by top-1 accuracy against `labels`
 SPECS = ("int8", "int8(rounding=nearest)", "int8(calibrator=entropy)", "prune(ratio=0.3)", "prune(ratio=0.5)",
-         "prune(ratio=0.3,scope=uniform)", "cluster(k=16)", "cluster(k=16,assign=gptq)", "cluster(k=16),int8",
+         "prune(ratio=0.3,scope=uniform)", "cluster(k=16)", "cluster(k=16,assign=nearest)", "cluster(k=16),int8",
          "prune(ratio=0.3),cluster(k=16),int8")
 ORT_METHODS = ("MinMax", "Percentile", "Entropy")
 METRIC = {"ocr_rec": "char_accuracy", "ocr_cls": "accuracy", "ocr_det": "recall", "digits": "accuracy",
@@ -100,7 +100,7 @@ def quality_note(name: str, data: dict | None = None) -> str:
     return f"- {name}: {METRIC[name]} on {len(data[input_key(name)])} held-out samples, drop = float - candidate"
 
 
-def run_model(name: str, lines: int, folder: Path) -> list[dict]:
+def run_model(name: str, lines: int | None, folder: Path) -> list[dict]:
     from bench_int8 import ort_quantize  # imported here: bench_int8 imports this module
     from bench_prune import interleaved_latency
 
@@ -159,7 +159,8 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--lines", type=int, default=150, help="evaluation lines for the recogniser and classifier (all: 150)")
+    parser.add_argument("--lines", type=int, default=None,
+                        help="cut the recogniser's and classifier's evaluation to this many lines (default: all, 150 and 600)")
     args = parser.parse_args()
     print(f"# bench_trained {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
           f"{platform.processor() or platform.machine()}, Python {sys.version.split()[0]}", flush=True)

@@ -90,13 +90,21 @@ def classifier_accuracy(spec: str | None) -> float:
 def test_plain_prune_30_keeps_the_classifier_within_a_point():
     # the default scope measures each group's sensitivity and spends the uniform 30%'s MACs where drift is least;
     # the squeeze-excitation biases (Reshape of a constant) are folded so those 18 groups can be pruned at all.
-    # Measured on the 150 lines, float 97.3%: 97.3%; scope=uniform 76.0% (before the fold, 4 groups pruned: 87.3%)
+    # Measured on the first 150 of the 600 lines, float 97.3%: 97.3%; scope=uniform 76.0% (before the fold, 4 groups
+    # pruned: 87.3%)
     result_accuracy = classifier_accuracy("prune(ratio=0.3)")
     assert result_accuracy >= classifier_accuracy(None) - 0.01, result_accuracy
 
 
 @pytest.mark.zoo
-def test_plain_cluster_k16_keeps_the_classifier_within_one_line():
-    # scope=auto with max_error: per-channel codebooks where a shared one leaves a weight 5% off (measured: equal to
-    # float on the 150 lines; one shared codebook per weight, the earlier auto: -2.7 points)
-    assert classifier_accuracy("cluster(k=16)") >= classifier_accuracy(None) - 1 / 150
+def test_plain_cluster_k16_keeps_the_classifier_within_half_a_point():
+    # scope=auto with max_error: per-channel codebooks where a shared one leaves a weight 5% off (measured on the
+    # first 150 lines: equal to float; one shared codebook per weight, the earlier auto: -2.7 points)
+    assert classifier_accuracy("cluster(k=16)") >= classifier_accuracy(None) - 0.005
+
+
+@pytest.mark.zoo
+def test_default_int8_keeps_the_classifier_within_half_a_point():
+    # on the first 150 lines the default lost one line (0.67 points, the split's resolution); on all 600 it
+    # loses none (2026-12-06)
+    assert classifier_accuracy("int8") >= classifier_accuracy(None) - 0.005

@@ -21,9 +21,12 @@ _WHEEL_FILES = {"ocr_rec": "ch_PP-OCRv4_rec_infer.onnx", "ocr_cls": "ch_ppocr_mo
 INPUT_NAME = "x"
 REC_SHAPE, CLS_SHAPE, DET_PAGE = (48, 320), (48, 192), (384, 512)
 # (calibration, evaluation) sample counts; pages for the detector.
-COUNTS = {"ocr_rec": (48, 150), "ocr_cls": (48, 150), "ocr_det": (8, 48)}
+# evaluation sizes: one classifier line (1/600) and one detector box (about 1/430) are finer than the 0.5-point
+# targets the benchmarks check; at 150 lines one line was 0.67 points
+COUNTS = {"ocr_rec": (48, 150), "ocr_cls": (48, 600), "ocr_det": (8, 96)}
 CALIB_SEED, EVAL_SEED = 11, 12
-DATA_VERSION = "3"  # bump when rendering changes (2: calibration files hold the model input only; 3: 48 eval pages)
+DATA_VERSION = "4"  # bump when rendering changes (2: calibration files hold the model input only; 3: 48 eval pages;
+# 4: 600 classifier lines, 96 pages)
 DET_THRESHOLD, DET_BOX_THRESHOLD, DET_UNCLIP = 0.3, 0.5, 1.6
 
 
