@@ -41,7 +41,7 @@ METRIC = {"ocr_rec": "char_accuracy", "ocr_cls": "accuracy", "ocr_det": "recall"
 # bench_int8, bench_prune and bench_cluster score these by METRIC; their other models (resnet18, mobilenetv2,
 # encoder) have random weights, so agreement with float is all their rows can say
 RANDOM_NOTE = "random weights: drift only, not accuracy"
-REC_LINES = 60  # the recogniser's default evaluation lines in those benchmarks (the slow one); ocr_cls: all 150
+REC_LINES = 60  # the recogniser's default evaluation lines in those benchmarks (the slow one); ocr_cls: all 600
 
 
 def zoo_entry(name: str):

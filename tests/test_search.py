@@ -184,7 +184,7 @@ def test_the_space_has_per_group_prune_ratios_and_int8_float_fallbacks():
     config = space.suggest(optuna.trial.FixedTrial(params))
     assert config == params
     spec = space.spec(config)
-    assert spec == "default,prune(ratio=0.3,scope=sensitivity),cluster(k=4,scope=auto,assign=gptq),cluster(k=16,min_size=128),int8(calibrator=minmax,accuracy_budget=0.01)"
+    assert spec == "default,prune(ratio=0.3,scope=sensitivity),cluster(k=4,scope=auto,assign=gptq),cluster(k=16,min_size=128,assign=gptq),int8(calibrator=minmax,accuracy_budget=0.01)"
     assert space.spec(space.suggest(optuna.trial.FixedTrial({"prune.ratio": 0.0, "cluster.k": 0, "int8.enabled": True,
                                                               "int8.calibrator": "percentile", "int8.accuracy_budget": 0.0}))) \
         == "default,int8(calibrator=percentile)"

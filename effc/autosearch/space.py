@@ -123,11 +123,11 @@ class SearchSpace:
             scope = config.get("prune.scope", "uniform")
             steps.append(f"prune(ratio={config['prune.ratio']:g},scope={scope})")
         if config.get("cluster.k"):
-            assign = config.get("cluster.assign", "nearest")
-            steps.append(f"cluster(k={config['cluster.k']},scope={config.get('cluster.scope', 'tensor')}"
-                         + (f",assign={assign})" if assign != "nearest" else ")"))
+            # spelled out, so a front's spec keeps its meaning if cluster's default assignment changes again
+            assign = config.get("cluster.assign", "gptq")
+            steps.append(f"cluster(k={config['cluster.k']},scope={config.get('cluster.scope', 'tensor')},assign={assign})")
             if config.get("cluster.small_k"):
-                steps.append(f"cluster(k={config['cluster.small_k']},min_size={SMALL_MIN_SIZE})")
+                steps.append(f"cluster(k={config['cluster.small_k']},min_size={SMALL_MIN_SIZE},assign={assign})")
         if config.get("int8.enabled"):
             budget = config.get("int8.accuracy_budget") or 0
             steps.append(f"int8(calibrator={config.get('int8.calibrator', 'percentile')}"
