@@ -39,9 +39,10 @@ class Cluster(Pass):
     first, and so is BatchNorm after a Conv (fold_bn=true: four floats per channel become one bias).
     reconstruct=true refits each codebook and the layer's bias on calibration data to minimise the layer's output
     error (refused without calibration unless random calibration was allowed); assign=gptq (the default) also
-    picks the entries by GPTQ's recursion on those rows (refine.py): on the trained detector nearest entries lost
-    2.5 points of recall on 96 unseen pages and gptq 0.9, while elsewhere the two stay within 0.4 point of each
-    other (benchmarks/README.md, bench_trained); assign=nearest is the faster one. Orders: prune then cluster, and cluster then int8 (codebooks
+    picks the entries by GPTQ's recursion on those rows (refine.py): nearest entries cost the trained detector 0.9
+    recall points on its 96 evaluation pages and 2.5 on 96 others, GPTQ's 0.0 and 0.9, while on the other trained
+    models the two stay within 0.4 point of each other (benchmarks/README.md, bench_trained); nearest is about
+    twice as fast. Orders: prune then cluster, and cluster then int8 (codebooks
     are snapped to the int8 grid and the scales recorded in metadata `effc.int8_weight_scale.<weight>`, so int8
     adds no weight error); cluster after int8 and prune after cluster are refused. A second cluster pass takes only the weights the first left float: `cluster(k=4),
     cluster(k=16,min_size=128)` gives the large weights 2-bit indices and the smaller ones 4-bit (its refit
