@@ -208,6 +208,16 @@ def test_digits_cluster_then_int8_adds_no_weight_error(digits):
     assert digits_accuracy(out, z) >= float_accuracy - 0.01
 
 
+@pytest.mark.parametrize("spec,assign", [("cluster(k=16,min_size=64)", "gptq"),
+                                         ("cluster(k=16,min_size=64),int8", "nearest"),
+                                         ("cluster(k=16,min_size=64,assign=gptq),int8", "gptq")])
+def test_auto_assignment_is_gptq_unless_int8_follows(digits, spec, assign):
+    z, model, _ = digits
+    ctx = effc.Context(calibration=CalibrationData.load(z.calib_path))
+    effc.optimize(model.copy(), spec, ctx)
+    assert ctx.reports["cluster"]["assign"] == assign
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_gptq_assignment_lowers_the_held_out_logit_error_on_trained_digits(digits, seed):
     # the held-out test split, not the calibration rows GPTQ fitted; measured relative logit error, nearest -> gptq:

@@ -124,7 +124,7 @@ class SearchSpace:
             steps.append(f"prune(ratio={config['prune.ratio']:g},scope={scope})")
         if config.get("cluster.k"):
             # spelled out, so a front's spec keeps its meaning if cluster's default assignment changes again
-            assign = config.get("cluster.assign", "gptq")
+            assign = config.get("cluster.assign", "auto")
             steps.append(f"cluster(k={config['cluster.k']},scope={config.get('cluster.scope', 'tensor')},assign={assign})")
             if config.get("cluster.small_k"):
                 steps.append(f"cluster(k={config['cluster.small_k']},min_size={SMALL_MIN_SIZE},assign={assign})")

@@ -38,11 +38,12 @@ class Cluster(Pass):
     (max_channel_error) too far off. Weights computed from constants (a transposed MatMul weight) are folded
     first, and so is BatchNorm after a Conv (fold_bn=true: four floats per channel become one bias).
     reconstruct=true refits each codebook and the layer's bias on calibration data to minimise the layer's output
-    error (refused without calibration unless random calibration was allowed); assign=gptq (the default) also
-    picks the entries by GPTQ's recursion on those rows (refine.py): nearest entries cost the trained detector 0.9
-    recall points on its 96 evaluation pages and 2.5 on 96 others, GPTQ's 0.0 and 0.9, while on the other trained
-    models the two stay within 0.4 point of each other (benchmarks/README.md, bench_trained); nearest is about
-    twice as fast. Orders: prune then cluster, and cluster then int8 (codebooks
+    error (refused without calibration unless random calibration was allowed); assign=gptq also picks the entries
+    by GPTQ's recursion on those rows (refine.py). assign=auto (the default) is gptq, or nearest when int8 follows:
+    alone, nearest entries cost the trained detector 0.9 recall points on its 96 evaluation pages and 2.5 on 96
+    others, GPTQ's 0.0 and 0.9 (the other trained models: within 0.4 point either way); before int8, whose grid
+    the codebooks are then snapped to, GPTQ's entries cost the direction classifier a point (6 of 600 lines)
+    that nearest ones do not, and the detector the same either way (benchmarks/README.md, bench_trained). Orders: prune then cluster, and cluster then int8 (codebooks
     are snapped to the int8 grid and the scales recorded in metadata `effc.int8_weight_scale.<weight>`, so int8
     adds no weight error); cluster after int8 and prune after cluster are refused. A second cluster pass takes only the weights the first left float: `cluster(k=4),
     cluster(k=16,min_size=128)` gives the large weights 2-bit indices and the smaller ones 4-bit (its refit
@@ -65,8 +66,9 @@ class Cluster(Pass):
         min_size: int = field(default=1024, metadata={"help": "weights with fewer values stay float"})
         exclude: tuple[str, ...] = field(default=(), metadata={"help": "node names or op types left alone"})
         reconstruct: bool = field(default=True, metadata={"help": "refit codebooks and biases on calibration data"})
-        assign: Literal["nearest", "gptq"] = field(default="gptq", metadata={
-            "help": "reconstruct: each weight's nearest codebook entry, or entries picked by GPTQ's least-squares recursion"})
+        assign: Literal["auto", "nearest", "gptq"] = field(default="auto", metadata={
+            "help": "reconstruct: each weight's nearest codebook entry, or entries picked by GPTQ's least-squares "
+                    "recursion; auto: gptq, nearest when int8 follows"})
         samples: int = field(default=16, metadata={"help": "calibration samples used by reconstruct"})
         rows: int = field(default=1024, metadata={"help": "input rows per layer used by reconstruct"})
         fold_bn: bool = field(default=True, metadata={"help": "fold BatchNorm into the Conv first (smaller file)"})
@@ -99,6 +101,7 @@ class Cluster(Pass):
             return PassResult(bool(folded), {"clustered_layers": 0, "folded": folded})
         bytes_before = model.serialized_size()
         snap = "int8" in ctx.upcoming
+        assign = opts.assign if opts.assign != "auto" else ("nearest" if snap else "gptq")
         if opts.fold_bn or snap:  # int8 would fold BatchNorm into the decoded weight later, off the grid we snap to
             folded += fold_batchnorm(model)
         raised = index_opset(opts.k) is not None and raise_opset(model, index_opset(opts.k))
@@ -114,7 +117,7 @@ class Cluster(Pass):
         refined = 0
         if opts.reconstruct:
             with ctx.progress("cluster: refitting codebooks", total=None):
-                refined = refine(reference, clustered, _feeds(model, ctx, opts.samples), opts.rows, ctx.seed, opts.assign)
+                refined = refine(reference, clustered, _feeds(model, ctx, opts.samples), opts.rows, ctx.seed, assign)
         report = []
         for layer in clustered:
             scales = _snap_to_int8(layer, int8_weight_qmax(ctx.isa())) if snap else None
@@ -129,7 +132,7 @@ class Cluster(Pass):
                  "file_bytes_after": bytes_after, "file_ratio": round(bytes_after / bytes_before, 4)}
         if raised:
             stats["opset"] = model.opset
-        return PassResult(True, stats, {"layers": report, "snapped_to_int8": snap})
+        return PassResult(True, stats, {"layers": report, "snapped_to_int8": snap, "assign": assign})
 
 
 def eligible_layers(model: Model, min_size: int, exclude: tuple[str, ...] = ()) -> list[gs.Node]:
