@@ -43,9 +43,9 @@ class Cluster(Pass):
     alone, nearest entries cost the trained detector 0.9 recall points on its 96 evaluation pages and 2.5 on 96
     others, GPTQ's 0.0 and 0.9 (the other trained models: within 0.4 point either way); before int8, whose grid
     the codebooks are then snapped to, GPTQ's entries cost the direction classifier a point (6 of 600 lines)
-    that nearest ones do not, and the detector the same either way (benchmarks/README.md, bench_trained). Orders: prune then cluster, and cluster then int8 (codebooks
-    are snapped to the int8 grid and the scales recorded in metadata `effc.int8_weight_scale.<weight>`, so int8
-    adds no weight error); cluster after int8 and prune after cluster are refused. A second cluster pass takes only the weights the first left float: `cluster(k=4),
+    that nearest ones do not, and the detector the same either way (benchmarks/README.md, bench_trained).
+    Orders: prune then cluster, and cluster then int8 (codebooks are snapped to the int8 grid and the scales
+    recorded in metadata `effc.int8_weight_scale.<weight>`, so int8 adds no weight error); cluster after int8 and prune after cluster are refused. A second cluster pass takes only the weights the first left float: `cluster(k=4),
     cluster(k=16,min_size=128)` gives the large weights 2-bit indices and the smaller ones 4-bit (its refit
     reproduces the model as the first pass left it); the same pass twice changes nothing the second time.
     """
@@ -132,7 +132,8 @@ class Cluster(Pass):
                  "file_bytes_after": bytes_after, "file_ratio": round(bytes_after / bytes_before, 4)}
         if raised:
             stats["opset"] = model.opset
-        return PassResult(True, stats, {"layers": report, "snapped_to_int8": snap, "assign": assign})
+        return PassResult(True, stats, {"layers": report, "snapped_to_int8": snap,
+                                        "assign": assign if opts.reconstruct else None})
 
 
 def eligible_layers(model: Model, min_size: int, exclude: tuple[str, ...] = ()) -> list[gs.Node]:
