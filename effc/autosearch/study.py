@@ -115,10 +115,11 @@ def search(model: str | os.PathLike, *, calib: str | os.PathLike | None, eval: s
     duplicates = [0]
 
     def objective(trial) -> list[float]:
-        done = _completed(optuna_study)
-        # workers sharing the study: a trial that started before this one counts as done (the lower number wins)
-        ahead = [t for t in optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                 if t.number < trial.number]
+        # workers sharing the study: a trial that started before this one counts as done (the lower number wins).
+        # One read for both lists: with two, a trial that finishes between them is in neither, and both workers run on
+        snapshot = optuna_study.get_trials(deepcopy=False)
+        done = [t for t in snapshot if t.state == optuna.trial.TrialState.COMPLETE]
+        ahead = [t for t in snapshot if t.state == optuna.trial.TrialState.RUNNING and t.number < trial.number]
         if trials is not None and len(done) + len(ahead) >= trials:
             optuna_study.stop()
             raise optuna.TrialPruned("the study has its trials")
