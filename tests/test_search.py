@@ -191,3 +191,28 @@ def test_the_space_has_per_group_prune_ratios_and_int8_float_fallbacks():
     ctx = effc.Context(calibration=CalibrationData.load(DIGITS.calib_path))
     effc.optimize(load_model(DIGITS.onnx_path), spec, ctx)
     assert ctx.reports["prune"]["allocation"] and "layers" in ctx.reports["int8"]
+
+
+def test_the_trial_budget_counts_a_trial_that_finishes_while_it_is_read():
+    """A trial of another worker finishing between two reads of the study was once in neither list (a sixth trial
+    of five ran): the stub study finishes trial 4 as soon as it has been read once."""
+    import optuna
+
+    from effc.autosearch.study import _done_and_ahead
+
+    class Trial:
+        def __init__(self, number, state):
+            self.number, self.state = number, state
+
+    class FinishingStudy:
+        def __init__(self):
+            self.trials = [Trial(n, optuna.trial.TrialState.COMPLETE) for n in range(4)]
+            self.trials.append(Trial(4, optuna.trial.TrialState.RUNNING))
+
+        def get_trials(self, deepcopy=False, states=None):
+            seen = [t for t in self.trials if states is None or t.state in states]
+            self.trials[4] = Trial(4, optuna.trial.TrialState.COMPLETE)
+            return seen
+
+    done, ahead = _done_and_ahead(FinishingStudy(), 5)
+    assert sorted(t.number for t in [*done, *ahead]) == [0, 1, 2, 3, 4]

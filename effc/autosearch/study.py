@@ -115,11 +115,7 @@ def search(model: str | os.PathLike, *, calib: str | os.PathLike | None, eval: s
     duplicates = [0]
 
     def objective(trial) -> list[float]:
-        # workers sharing the study: a trial that started before this one counts as done (the lower number wins).
-        # One read for both lists: with two, a trial that finishes between them is in neither, and both workers run on
-        snapshot = optuna_study.get_trials(deepcopy=False)
-        done = [t for t in snapshot if t.state == optuna.trial.TrialState.COMPLETE]
-        ahead = [t for t in snapshot if t.state == optuna.trial.TrialState.RUNNING and t.number < trial.number]
+        done, ahead = _done_and_ahead(optuna_study, trial.number)
         if trials is not None and len(done) + len(ahead) >= trials:
             optuna_study.stop()
             raise optuna.TrialPruned("the study has its trials")
@@ -154,6 +150,18 @@ def search(model: str | os.PathLike, *, calib: str | os.PathLike | None, eval: s
     if interrupted:
         raise KeyboardInterrupt
     return front
+
+
+def _done_and_ahead(study, number: int) -> tuple[list, list]:
+    """The completed trials, and the running ones numbered below `number`: workers sharing the study count a trial
+    that started before this one as done (the lower number wins). One read for both lists: with two, a trial that
+    finishes between them is in neither, and one trial too many runs."""
+    import optuna
+
+    snapshot = study.get_trials(deepcopy=False)
+    done = [t for t in snapshot if t.state == optuna.trial.TrialState.COMPLETE]
+    ahead = [t for t in snapshot if t.state == optuna.trial.TrialState.RUNNING and t.number < number]
+    return done, ahead
 
 
 def _completed(study) -> list:
