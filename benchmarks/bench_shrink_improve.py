@@ -2,14 +2,16 @@
 without retraining.
 
 Run from the repository root: `python benchmarks/bench_shrink_improve.py [--widths 0.25,0.5,1.0,1.4]
-[--distill-all] [--plot PATH]`. Training-based frontier: the VGG-style CNN at each width, trained plain or with
+[--epochs N] [--distill-all] [--plot PATH]`. Training-based frontier: the VGG-style CNN at each width, trained plain or with
 augmentation, and (widths below the teacher's) distilled from the width-1.0 augmented model, each in float and
 after effc `int8`. effc's
 frontier: prune / cluster / int8 and their combinations applied to the width-1.0 zoo model, no retraining.
 Columns: accuracy on the 2,000 held-out-font test images, its change against width-1.0 float (points), .onnx
 size and the ratio of width-1.0 float's size to it, MACs of one image, and ONNX Runtime CPU latency at batch 1
 (2 threads, interleaved medians) as a ratio to width-1.0 float. Trained variants are cached next to the zoo
-model (`<cache>/glyphs/<version>/frontier/`); the first run trains them (tens of minutes on 2 cores).
+model (`<cache>/glyphs/<version>/frontier/`, or `frontier-e<N>/` for another epoch count); the first run trains
+them (tens of minutes on 2 cores). With `--epochs` other than the zoo's, width-1.0 plain is trained too, with
+the same recipe, and effc's rows start from it rather than from the zoo model.
 """
 
 from __future__ import annotations
@@ -45,22 +47,24 @@ def variant_label(width: float, augment: bool, distill: bool) -> str:
 
 def variants(widths: tuple[float, ...], distill_all: bool) -> list[tuple[float, bool, bool]]:
     """The teacher first (the others distil from it), then every width plain and augmented, then distilled ones
-    (augmented only unless distill_all)."""
+    (augmented only unless distill_all); width 1.0 is always there, as the reference."""
+    widths = tuple(sorted({*widths, 1.0}))
     grid = [(TEACHER[0], TEACHER[1], False)]
     grid += [(w, a, False) for w in widths for a in (False, True) if (w, a) != TEACHER]
     grid += [(w, a, True) for w in widths if w < TEACHER[0] for a in ((False, True) if distill_all else (True,))]
     return grid
 
 
-def trained_variant(width: float, augment: bool, distill: bool, folder: Path, data, teacher) -> tuple[Path, float]:
+def trained_variant(width: float, augment: bool, distill: bool, folder: Path, data, teacher,
+                    epochs: int) -> tuple[Path, float]:
     """The variant's ONNX file (trained and cached on first use) and its training seconds (0 if cached)."""
     path = folder / f"{variant_label(width, augment, distill)}.onnx"
-    if width == 1.0 and not augment and not distill:
+    if width == 1.0 and not augment and not distill and epochs == vgg.TrainingRecipe().epochs:
         return vgg.get().onnx_path, 0.0
     if path.exists():
         return path, 0.0
     start = time.perf_counter()
-    recipe = vgg.TrainingRecipe(width=width, augment=augment, teacher=teacher() if distill else None)
+    recipe = vgg.TrainingRecipe(width=width, augment=augment, teacher=teacher() if distill else None, epochs=epochs)
     vgg.export(vgg.train(*data, recipe), path)
     return path, time.perf_counter() - start
 
@@ -70,7 +74,7 @@ def accuracy(path: Path, test: dict) -> float:
     return float(np.mean(logits.argmax(1) == test["labels"]))
 
 
-def run(widths: tuple[float, ...], distill_all: bool, folder: Path, tmp: Path) -> list[dict]:
+def run(widths: tuple[float, ...], distill_all: bool, folder: Path, tmp: Path, epochs: int) -> list[dict]:
     zoo_model = vgg.get()
     with np.load(zoo_model.eval_path) as npz:
         test = {k: npz[k] for k in npz.files}
@@ -93,21 +97,22 @@ def run(widths: tuple[float, ...], distill_all: bool, folder: Path, tmp: Path) -
             import torch
 
             start = time.perf_counter()
-            model = vgg.train(*data, vgg.TrainingRecipe(width=width, augment=augment))
+            model = vgg.train(*data, vgg.TrainingRecipe(width=width, augment=augment, epochs=epochs))
             torch.save(model.state_dict(), teacher_weights)
             vgg.export(model, folder / f"{label}.onnx")
             path, seconds = folder / f"{label}.onnx", time.perf_counter() - start
         else:
-            path, seconds = trained_variant(width, augment, distill, folder, data, teacher)
+            path, seconds = trained_variant(width, augment, distill, folder, data, teacher, epochs)
         print(f"  trained {label} in {seconds:.0f} s", file=sys.stderr, flush=True)
         macs = vgg.macs(width)
         rows.append({"frontier": "training", "method": label, "path": path, "macs": macs, "train_s": seconds})
         quantized = effc.optimize(load_model(path), INT8, effc.Context(calibration=calibration)).model
         rows.append({"frontier": "training", "method": f"{label} + {INT8}", "macs": macs,
                      "path": quantized.save(tmp / f"{label}.int8.onnx")})
+    start_model = next(r["path"] for r in rows if r["method"] == "w1.0")
     for i, spec in enumerate(EFFC_SPECS):
         start = time.perf_counter()
-        out = effc.optimize(load_model(zoo_model.onnx_path), spec, effc.Context(calibration=calibration)).model
+        out = effc.optimize(load_model(start_model), spec, effc.Context(calibration=calibration)).model
         rows.append({"frontier": "effc, no retraining", "method": f"w1.0 + {spec}", "macs": model_stats(out).macs,
                      "path": out.save(tmp / f"effc.{i}.onnx"), "pass_s": time.perf_counter() - start})
     base = next(r for r in rows if r["method"] == "w1.0")
@@ -159,16 +164,19 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", default="0.25,0.5,1.0", help=f"widths to train, of {vgg.WIDTHS}")
+    parser.add_argument("--epochs", type=int, default=vgg.TrainingRecipe().epochs,
+                        help="training epochs of every variant (default: the zoo model's)")
     parser.add_argument("--distill-all", action="store_true", help="also distil the plain (unaugmented) widths")
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/figures/shrink_improve.png"))
     parser.add_argument("--json", type=Path, help="write the rows as JSON too")
     args = parser.parse_args()
     print(f"# bench_shrink_improve {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
           f"{platform.processor() or platform.machine()}, Python {sys.version.split()[0]}", flush=True)
-    folder = vgg.get().onnx_path.parent / "frontier"
+    zoo_epochs = args.epochs == vgg.TrainingRecipe().epochs
+    folder = vgg.get().onnx_path.parent / ("frontier" if zoo_epochs else f"frontier-e{args.epochs}")
     with tempfile.TemporaryDirectory() as tmp:
         widths = tuple(float(w) for w in args.widths.split(","))
-        rows = run(widths, args.distill_all, folder, Path(tmp))
+        rows = run(widths, args.distill_all, folder, Path(tmp), args.epochs)
         print(table(rows), flush=True)
         if args.plot:
             plot(rows, args.plot)
