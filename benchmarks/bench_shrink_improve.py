@@ -2,10 +2,10 @@
 without retraining.
 
 Run from the repository root: `python benchmarks/bench_shrink_improve.py [--widths 0.25,0.5,1.0,1.4]
-[--epochs N] [--distill-all] [--plot PATH]`. Training-based frontier: the VGG-style CNN at each width, trained plain or with
-augmentation, and (widths below the teacher's) distilled from the width-1.0 augmented model, each in float and
-after effc `int8`. effc's
-frontier: prune / cluster / int8 and their combinations applied to the width-1.0 zoo model, no retraining.
+[--epochs N] [--distill-all] [--plot PATH]`. Training-based frontier: the VGG-style CNN at each width, trained
+plain or with augmentation, and (widths below the teacher's) distilled from the width-1.0 augmented model, each
+in float and after effc `int8`. effc's frontier: prune / cluster / int8 and their combinations applied to the
+width-1.0 model, no retraining.
 Columns: accuracy on the 2,000 held-out-font test images, its change against width-1.0 float (points), .onnx
 size and the ratio of width-1.0 float's size to it, MACs of one image, and ONNX Runtime CPU latency at batch 1
 (2 threads, interleaved medians) as a ratio to width-1.0 float. Trained variants are cached next to the zoo
