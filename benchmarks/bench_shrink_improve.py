@@ -39,6 +39,7 @@ INT8 = "int8"
 EFFC_SPECS = ("prune(ratio=0.3)", "prune(ratio=0.5)", "cluster(k=16)", "int8", "prune(ratio=0.3),int8",
               "prune(ratio=0.5),int8", "cluster(k=16),int8", "prune(ratio=0.3),cluster(k=16),int8")
 TEACHER = (1.0, True)  # (width, augmentation) of the distillation teacher
+ZOO_EPOCHS = vgg.TrainingRecipe().epochs  # what the zoo model trained
 
 
 def variant_label(width: float, augment: bool, distill: bool) -> str:
@@ -59,7 +60,7 @@ def trained_variant(width: float, augment: bool, distill: bool, folder: Path, da
                     epochs: int) -> tuple[Path, float]:
     """The variant's ONNX file (trained and cached on first use) and its training seconds (0 if cached)."""
     path = folder / f"{variant_label(width, augment, distill)}.onnx"
-    if width == 1.0 and not augment and not distill and epochs == vgg.TrainingRecipe().epochs:
+    if width == 1.0 and not augment and not distill and epochs == ZOO_EPOCHS:
         return vgg.get().onnx_path, 0.0
     if path.exists():
         return path, 0.0
@@ -164,7 +165,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", default="0.25,0.5,1.0", help=f"widths to train, of {vgg.WIDTHS}")
-    parser.add_argument("--epochs", type=int, default=vgg.TrainingRecipe().epochs,
+    parser.add_argument("--epochs", type=int, default=ZOO_EPOCHS,
                         help="training epochs of every variant (default: the zoo model's)")
     parser.add_argument("--distill-all", action="store_true", help="also distil the plain (unaugmented) widths")
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/figures/shrink_improve.png"))
@@ -172,8 +173,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# bench_shrink_improve {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
           f"{platform.processor() or platform.machine()}, Python {sys.version.split()[0]}", flush=True)
-    zoo_epochs = args.epochs == vgg.TrainingRecipe().epochs
-    folder = vgg.get().onnx_path.parent / ("frontier" if zoo_epochs else f"frontier-e{args.epochs}")
+    folder = vgg.get().onnx_path.parent / ("frontier" if args.epochs == ZOO_EPOCHS else f"frontier-e{args.epochs}")
     with tempfile.TemporaryDirectory() as tmp:
         widths = tuple(float(w) for w in args.widths.split(","))
         rows = run(widths, args.distill_all, folder, Path(tmp), args.epochs)

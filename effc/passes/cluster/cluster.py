@@ -45,9 +45,11 @@ class Cluster(Pass):
     the codebooks are then snapped to, GPTQ's entries cost the direction classifier a point (6 of 600 lines)
     that nearest ones do not, and the detector the same either way (benchmarks/README.md, bench_trained).
     Orders: prune then cluster, and cluster then int8 (codebooks are snapped to the int8 grid and the scales
-    recorded in metadata `effc.int8_weight_scale.<weight>`, so int8 adds no weight error); cluster after int8 and prune after cluster are refused. A second cluster pass takes only the weights the first left float: `cluster(k=4),
-    cluster(k=16,min_size=128)` gives the large weights 2-bit indices and the smaller ones 4-bit (its refit
-    reproduces the model as the first pass left it); the same pass twice changes nothing the second time.
+    recorded in metadata `effc.int8_weight_scale.<weight>`, so int8 adds no weight error); cluster after int8
+    and prune after cluster are refused. A second cluster pass takes only the weights the first left float:
+    `cluster(k=4),cluster(k=16,min_size=128)` gives the large weights 2-bit indices and the smaller ones 4-bit
+    (its refit reproduces the model as the first pass left it); the same pass twice changes nothing the second
+    time.
     """
 
     name = "cluster"
